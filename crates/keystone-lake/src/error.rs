@@ -1,0 +1,37 @@
+//! The error type of `keystone-lake`.
+
+/// What went wrong in the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--lake` value is not a usable location.
+    #[error("invalid lake location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+
+    /// A local folder could not be created or read.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A Delta operation on `table` failed.
+    #[error("table `{table}`: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+}
+
+impl Error {
+    pub(crate) fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// `Result` with the lake's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

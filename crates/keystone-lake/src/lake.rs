@@ -1,0 +1,223 @@
+//! Where the lake lives and how to reach it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::{Error, Result, TableSpec};
+
+/// Environment variables passed to the object store when the root is `s3://`.
+const STORAGE_ENV: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
+
+/// The lake: a root URL and the options to reach it.
+///
+/// ```no_run
+/// # async fn f() -> keystone_lake::Result<()> {
+/// let lake = keystone_lake::Lake::open("./keystone-lake")?;
+/// let events = lake.load(&keystone_lake::EVENTS).await?; // None until the first ingest
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    storage_options: HashMap<String, String>,
+}
+
+impl Lake {
+    /// Open the lake at `location`: a local path (created if missing), a
+    /// `file://` URL, or `s3://bucket/prefix` (credentials and endpoint from
+    /// the `AWS_*` environment).
+    pub fn open(location: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: location.to_string(),
+            reason,
+        };
+        let root = if location.contains("://") {
+            let url = Url::parse(location).map_err(|e| invalid(e.to_string()))?;
+            match url.scheme() {
+                "file" => {
+                    let path = url
+                        .to_file_path()
+                        .map_err(|()| invalid("not a local path".into()))?;
+                    local_root(&path)?
+                }
+                "s3" | "s3a" => {
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return Err(invalid(
+                            "an s3 URL needs a bucket: s3://bucket/prefix".into(),
+                        ));
+                    }
+                    url
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unsupported scheme {other:?} (use a local path, file:// or s3://)"
+                    )));
+                }
+            }
+        } else {
+            local_root(Path::new(location))?
+        };
+        let root = with_trailing_slash(root);
+        let storage_options = if root.scheme() == "file" {
+            HashMap::new()
+        } else {
+            STORAGE_ENV
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect()
+        };
+        Ok(Self {
+            root,
+            storage_options,
+        })
+    }
+
+    /// The root URL, ending with `/`.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// True when the lake is a local folder.
+    pub fn is_local(&self) -> bool {
+        self.root.scheme() == "file"
+    }
+
+    /// Options handed to the object store (the `AWS_*` environment for s3).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// URL of a table (or any folder) under the root.
+    pub fn url_of(&self, name: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::InvalidLocation {
+                location: format!("{}{name}", self.root),
+                reason: e.to_string(),
+            })
+    }
+
+    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        DeltaTableBuilder::from_url(self.url_of(name)?)
+            .map(|b| b.with_storage_options(self.storage_options.clone()))
+            .map_err(|e| Error::delta(name, e))
+    }
+
+    /// Load the latest version of a table; `None` if it was never written.
+    pub async fn load(&self, spec: &TableSpec) -> Result<Option<DeltaTable>> {
+        self.load_named(spec.name).await
+    }
+
+    /// Load a table by name; `None` if it does not exist.
+    pub async fn load_named(&self, name: &str) -> Result<Option<DeltaTable>> {
+        match self.builder(name)?.load().await {
+            Ok(t) => Ok(Some(t)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(Error::delta(name, e)),
+        }
+    }
+
+    /// Load a table, creating it (empty, with its schema and partitioning)
+    /// if it does not exist yet. Two processes creating it at once both end
+    /// up with the same table.
+    pub async fn load_or_create(&self, spec: &TableSpec) -> Result<DeltaTable> {
+        if let Some(t) = self.load(spec).await? {
+            return Ok(t);
+        }
+        let schema: StructType = (spec.schema)()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::delta(spec.name, e.into()))?;
+        let created = self
+            .builder(spec.name)?
+            .build()
+            .map_err(|e| Error::delta(spec.name, e))?
+            .create()
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(spec.partition_columns.iter().copied())
+            .with_table_name(spec.name)
+            .with_comment(spec.description)
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            // A concurrent writer created it first: use theirs.
+            Err(_) if let Some(t) = self.load(spec).await? => Ok(t),
+            Err(e) => Err(Error::delta(spec.name, e)),
+        }
+    }
+}
+
+fn local_root(path: &Path) -> Result<Url> {
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let abs = std::fs::canonicalize(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Url::from_directory_path(&abs).map_err(|()| Error::InvalidLocation {
+        location: abs.display().to_string(),
+        reason: "not an absolute path".into(),
+    })
+}
+
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_path_becomes_file_url_with_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+        assert_eq!(lake.root().scheme(), "file");
+        assert!(lake.root().path().ends_with("/lake/"));
+        assert!(
+            lake.url_of("events")
+                .unwrap()
+                .path()
+                .ends_with("/lake/events/")
+        );
+        assert!(dir.path().join("lake").is_dir());
+    }
+
+    #[test]
+    fn s3_url_keeps_prefix() {
+        let lake = Lake::open("s3://bucket/some/prefix").unwrap();
+        assert_eq!(
+            lake.url_of("events").unwrap().as_str(),
+            "s3://bucket/some/prefix/events/"
+        );
+        assert!(!lake.is_local());
+    }
+
+    #[test]
+    fn bad_locations_are_explained() {
+        let err = Lake::open("ftp://x/y").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme \"ftp\""), "{err}");
+        let err = Lake::open("s3:///prefix").unwrap_err().to_string();
+        assert!(err.contains("bucket"), "{err}");
+    }
+}

@@ -1,0 +1,31 @@
+//! # keystone-lake
+//!
+//! The lake: one root URL (a local folder by default, `s3://bucket/prefix` in
+//! production) under which every Keystone table is a Delta table, so appends
+//! are atomic, old versions stay readable, and any Delta reader (Spark,
+//! DuckDB, Polars, deltalake-python) can open them.
+//!
+//! ```text
+//!  <root>/events/            Delta, partitioned by event_date
+//!  <root>/quarantine/        Delta, partitioned by event_date
+//!  <root>/…                  the other tables of DESIGN.md, as they arrive
+//! ```
+//!
+//! * [`Lake`] — resolves the root, its storage options, and each table's URL;
+//! * [`TableSpec`] — name, schema and partitioning of a table;
+//! * [`Append`] — a streaming append that becomes exactly one Delta commit,
+//!   optionally tagged with an application transaction so a retried or
+//!   repeated load is recognised.
+
+mod append;
+mod error;
+mod lake;
+mod tables;
+
+pub use append::{Append, AppendMetrics};
+pub use error::{Error, Result};
+pub use lake::Lake;
+pub use tables::{EVENTS, QUARANTINE, TABLES, TableSpec};
+
+/// Re-exported so that callers name Delta types through one path.
+pub use deltalake;
