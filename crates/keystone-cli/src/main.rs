@@ -1,1 +1,84 @@
-fn main() {}
+//! `keystone`: the command line of the Keystone customer data platform.
+//!
+//! One file per command under `commands/`; this file parses the arguments,
+//! resolves the lake and the config, and turns any error into one line on
+//! standard error and a non-zero exit code.
+
+mod commands;
+mod config;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// Keystone: an open customer data platform on a Delta Lake.
+#[derive(Debug, Parser)]
+#[command(name = "keystone", version, about, long_about = None)]
+pub struct Cli {
+    /// Lake root: a folder (default ./keystone-lake), file:// or s3://bucket/prefix.
+    #[arg(long, global = true, env = "KEYSTONE_LAKE")]
+    lake: Option<String>,
+
+    /// Config file (keystone.toml). Default: ./keystone.toml if it exists.
+    #[arg(long, global = true, env = "KEYSTONE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// No progress bars and no summaries beyond the essential.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate sample data, ingest it, and print a summary with queries to try.
+    Demo(commands::demo::DemoArgs),
+    /// Load NDJSON (Segment spec), CSV (with a mapping) or Parquet files into `events`.
+    Ingest(commands::ingest::IngestArgs),
+    /// Run SQL over the lake: one query, statements from stdin, or a REPL.
+    Sql(commands::sql::SqlArgs),
+    /// Generate a realistic synthetic workload with ground truth.
+    Gen(commands::gen_cmd::GenArgs),
+    /// List the lake's tables with their row counts and versions.
+    Tables(commands::tables::TablesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(cli.lake.as_deref(), cli.config.as_deref(), cli.quiet)?;
+    match cli.command {
+        Command::Demo(args) => commands::demo::run(&settings, args).await,
+        Command::Ingest(args) => commands::ingest::run(&settings, args).await,
+        Command::Sql(args) => commands::sql::run(&settings, args).await,
+        Command::Gen(args) => commands::gen_cmd::run(&settings, args),
+        Command::Tables(args) => commands::tables::run(&settings, args).await,
+    }
+}
+
+/// Errors are printed on one line: nested causes joined by `: `.
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}

@@ -1,1 +1,24 @@
-//! placeholder
+//! # keystone-engine
+//!
+//! The SQL engine: a DataFusion session whose catalog `keystone` exposes the
+//! lake's Delta tables, always at their latest commit.
+//!
+//! ```text
+//!  SessionContext (default catalog `keystone`, schema `public`)
+//!    └─ keystone.public ── LakeSchema ── table("events") ─▶ latest Delta snapshot
+//!                                                          (re-read at each query)
+//!  + JSON functions (json_get_str, json_get_float, …, datafusion-functions-json)
+//!  + information_schema (SHOW TABLES, SHOW COLUMNS)
+//! ```
+
+mod catalog;
+mod engine;
+mod error;
+pub mod output;
+
+pub use catalog::LakeSchema;
+pub use engine::Engine;
+pub use error::{Error, Result};
+
+/// Re-exported for callers that build on the session.
+pub use datafusion;

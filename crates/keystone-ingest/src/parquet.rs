@@ -4,7 +4,6 @@
 //! are filled when null, and `event_date` is always derived from `timestamp`.
 
 use std::fs::File;
-use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use arrow::compute::cast;
@@ -168,6 +167,7 @@ mod tests {
     use super::*;
     use crate::ndjson::tests::VecSink;
     use arrow::array::{StringArray, TimestampMillisecondArray};
+    use std::sync::Arc;
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     #[tokio::test]

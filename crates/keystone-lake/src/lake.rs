@@ -111,6 +111,18 @@ impl Lake {
             })
     }
 
+    /// The local folder of a table when the lake is local.
+    fn local_dir(&self, name: &str) -> Result<Option<std::path::PathBuf>> {
+        if !self.is_local() {
+            return Ok(None);
+        }
+        let url = self.url_of(name)?;
+        url.to_file_path().map(Some).map_err(|()| Error::InvalidLocation {
+            location: url.to_string(),
+            reason: "not a local path".into(),
+        })
+    }
+
     fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
         DeltaTableBuilder::from_url(self.url_of(name)?)
             .map(|b| b.with_storage_options(self.storage_options.clone()))
@@ -124,6 +136,11 @@ impl Lake {
 
     /// Load a table by name; `None` if it does not exist.
     pub async fn load_named(&self, name: &str) -> Result<Option<DeltaTable>> {
+        if let Some(dir) = self.local_dir(name)?
+            && !dir.join("_delta_log").is_dir()
+        {
+            return Ok(None);
+        }
         match self.builder(name)?.load().await {
             Ok(t) => Ok(Some(t)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
@@ -137,6 +154,12 @@ impl Lake {
     pub async fn load_or_create(&self, spec: &TableSpec) -> Result<DeltaTable> {
         if let Some(t) = self.load(spec).await? {
             return Ok(t);
+        }
+        if let Some(dir) = self.local_dir(spec.name)? {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let schema: StructType = (spec.schema)()
             .as_ref()

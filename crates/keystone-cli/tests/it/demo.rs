@@ -1,0 +1,30 @@
+use crate::{ok, query, temp_lake};
+
+#[test]
+fn demo_fills_the_lake_and_prints_a_summary() {
+    let (_dir, lake) = temp_lake();
+    let out = ok(&lake, &["demo", "--profiles", "200"]);
+    for needle in ["1/3 generating", "2/3 ingesting", "3/3 summary", "Events per type", "Events per source", "Explore next"] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let sources = query(&lake, "SELECT source FROM events GROUP BY source ORDER BY source");
+    assert_eq!(sources, vec!["events", "store_purchases"]);
+    // A second run on the same day finds the same content and loads nothing new.
+    let before = query(&lake, "SELECT count(*) FROM events");
+    let again = ok(&lake, &["demo", "--profiles", "200"]);
+    assert!(again.contains("skipped"), "{again}");
+    assert_eq!(query(&lake, "SELECT count(*) FROM events"), before);
+}
+
+#[test]
+fn gen_is_deterministic_for_a_seed() {
+    let (dir, lake) = temp_lake();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    for out in [&a, &b] {
+        ok(&lake, &["gen", "--profiles", "100", "--seed", "3", "--end", "2026-11-01", "--out", out.to_str().unwrap()]);
+    }
+    for f in ["events.ndjson", "store_purchases.csv", "truth.csv"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+    }
+}

@@ -1,0 +1,110 @@
+//! `keystone.public`: the lake's tables as a DataFusion schema.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use keystone_lake::deltalake::DeltaTable;
+use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
+use keystone_lake::{Lake, TABLES};
+use tokio::sync::Mutex;
+
+/// The lake's tables, each read at its latest committed version when a query
+/// names it: a query never sees a half-written ingest, and always sees every
+/// finished one.
+#[derive(Debug)]
+pub struct LakeSchema {
+    lake: Lake,
+    runtime: Arc<RuntimeEnv>,
+    /// Tables known to exist (so `SHOW TABLES` lists them).
+    known: StdMutex<BTreeSet<String>>,
+    /// Loaded tables, brought up to date at each use.
+    cache: Mutex<HashMap<String, DeltaTable>>,
+}
+
+impl LakeSchema {
+    /// A schema over `lake`, registering its object store in `runtime`.
+    pub async fn try_new(lake: Lake, runtime: Arc<RuntimeEnv>) -> keystone_lake::Result<Self> {
+        let schema = Self {
+            lake,
+            runtime,
+            known: StdMutex::new(BTreeSet::new()),
+            cache: Mutex::new(HashMap::new()),
+        };
+        for spec in TABLES {
+            // Loading registers the table as known when it exists.
+            schema.load_latest(spec.name).await?;
+        }
+        Ok(schema)
+    }
+
+    fn is_lake_table(name: &str) -> bool {
+        TABLES.iter().any(|t| t.name == name)
+    }
+
+    fn mark_known(&self, name: &str) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(name.to_string());
+        }
+    }
+
+    async fn load_latest(&self, name: &str) -> keystone_lake::Result<Option<DeltaTable>> {
+        let mut cache = self.cache.lock().await;
+        if let Some(table) = cache.get_mut(name) {
+            table
+                .update_incremental(None)
+                .await
+                .map_err(|e| keystone_lake::Error::Delta {
+                    table: name.to_string(),
+                    source: Box::new(e),
+                })?;
+            return Ok(Some(table.clone()));
+        }
+        let Some(table) = self.lake.load_named(name).await? else {
+            return Ok(None);
+        };
+        let url = table.log_store().root_url().as_object_store_url();
+        if self.runtime.object_store(&url).is_err() {
+            self.runtime
+                .register_object_store(url.as_ref(), table.log_store().root_object_store(None));
+        }
+        self.mark_known(name);
+        cache.insert(name.to_string(), table.clone());
+        Ok(Some(table))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !Self::is_lake_table(name) {
+            return Ok(None);
+        }
+        let Some(table) = self
+            .load_latest(name)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+        else {
+            return Ok(None);
+        };
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(provider))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        Self::is_lake_table(name)
+    }
+}
