@@ -57,7 +57,10 @@ impl Settings {
             Err(_) => file.ingest.batch_rows.unwrap_or(64 * 1024),
         };
         Ok(Self {
-            lake_location: lake.map(str::to_string).or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
+            lake_location: lake
+                .map(str::to_string)
+                .or(file.lake)
+                .unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_rows,
             quiet,
         })
@@ -70,7 +73,8 @@ impl Settings {
 }
 
 fn read(path: &Path) -> anyhow::Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config {}", path.display()))
 }
 

@@ -6,12 +6,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A byte-counting bar for `total` bytes.
 pub fn bytes(total: u64, quiet: bool, what: &str) -> ProgressBar {
-    bar(total, quiet, &format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}})"))
+    bar(
+        total,
+        quiet,
+        &format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, eta {{eta}})"),
+    )
 }
 
 /// A counting bar for `total` items.
 pub fn count(total: u64, quiet: bool, what: &str) -> ProgressBar {
-    bar(total, quiet, &format!("{what} {{bar:30}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"))
+    bar(
+        total,
+        quiet,
+        &format!("{what} {{bar:30}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"),
+    )
 }
 
 fn bar(total: u64, quiet: bool, template: &str) -> ProgressBar {

@@ -51,10 +51,16 @@ pub async fn write_stream(
             if batches.is_empty() {
                 batches.push(RecordBatch::new_empty(schema));
             }
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
         }
         OutputFormat::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             let mut wrote_any = false;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;

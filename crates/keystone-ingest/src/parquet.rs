@@ -167,8 +167,8 @@ mod tests {
     use super::*;
     use crate::ndjson::tests::VecSink;
     use arrow::array::{StringArray, TimestampMillisecondArray};
-    use std::sync::Arc;
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn parquet_rows_are_cast_and_validated() {

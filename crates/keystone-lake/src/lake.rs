@@ -117,10 +117,12 @@ impl Lake {
             return Ok(None);
         }
         let url = self.url_of(name)?;
-        url.to_file_path().map(Some).map_err(|()| Error::InvalidLocation {
-            location: url.to_string(),
-            reason: "not a local path".into(),
-        })
+        url.to_file_path()
+            .map(Some)
+            .map_err(|()| Error::InvalidLocation {
+                location: url.to_string(),
+                reason: "not a local path".into(),
+            })
     }
 
     fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {

@@ -22,9 +22,18 @@ pub struct DemoArgs {
 }
 
 const SUMMARY: &[(&str, &str)] = &[
-    ("Events per type", "SELECT type, count(*) AS events FROM events GROUP BY type ORDER BY events DESC"),
-    ("Events per source", "SELECT source, count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id, email)) AS people FROM events GROUP BY source ORDER BY events DESC"),
-    ("Last 7 days", "SELECT event_date, count(*) AS events, count(*) FILTER (WHERE event = 'Order Completed') AS orders, round(sum(revenue), 2) AS revenue FROM events WHERE event_date > (SELECT max(event_date) FROM events) - INTERVAL '7' DAY GROUP BY event_date ORDER BY event_date"),
+    (
+        "Events per type",
+        "SELECT type, count(*) AS events FROM events GROUP BY type ORDER BY events DESC",
+    ),
+    (
+        "Events per source",
+        "SELECT source, count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id, email)) AS people FROM events GROUP BY source ORDER BY events DESC",
+    ),
+    (
+        "Last 7 days",
+        "SELECT event_date, count(*) AS events, count(*) FILTER (WHERE event = 'Order Completed') AS orders, round(sum(revenue), 2) AS revenue FROM events WHERE event_date > (SELECT max(event_date) FROM events) - INTERVAL '7' DAY GROUP BY event_date ORDER BY event_date",
+    ),
 ];
 
 const NEXT: &[&str] = &[
@@ -41,7 +50,10 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let mut cfg = GenConfig::new(args.profiles);
     cfg.seed = args.seed;
     cfg.end = chrono::Utc::now().date_naive();
-    println!("1/3 generating sample data: {} people over {} days up to {}", cfg.profiles, cfg.days, cfg.end);
+    println!(
+        "1/3 generating sample data: {} people over {} days up to {}",
+        cfg.profiles, cfg.days, cfg.end
+    );
     let generated = gen_cmd::run_config(&cfg, dir.path(), settings.quiet)?;
     println!(
         "    {} web/app events (Segment spec) and {} store purchases (CSV keyed by email)",

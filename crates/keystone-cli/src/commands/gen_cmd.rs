@@ -54,7 +54,11 @@ pub fn run(settings: &Settings, args: GenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Generate with a progress bar; shared with `demo`.
-pub fn run_config(cfg: &GenConfig, out: &std::path::Path, quiet: bool) -> anyhow::Result<keystone_gen::GenSummary> {
+pub fn run_config(
+    cfg: &GenConfig,
+    out: &std::path::Path,
+    quiet: bool,
+) -> anyhow::Result<keystone_gen::GenSummary> {
     let pb = progress::count(cfg.profiles, quiet, "generating profiles");
     let summary = generate(cfg, out, &mut |done| pb.set_position(done))?;
     pb.finish_and_clear();

@@ -96,12 +96,18 @@ pub fn print_summary(m: &IngestMetrics) {
         }
     }
     let secs = m.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { m.events as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        m.events as f64 / secs
+    } else {
+        0.0
+    };
     println!(
         "loaded {} events, quarantined {} rows in {secs:.2}s ({rate:.0} events/s){}",
         m.events,
         m.quarantined,
-        m.events_version.map(|v| format!(", events table version {v}")).unwrap_or_default()
+        m.events_version
+            .map(|v| format!(", events table version {v}"))
+            .unwrap_or_default()
     );
     if m.quarantined > 0 {
         println!(

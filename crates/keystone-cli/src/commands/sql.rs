@@ -35,7 +35,11 @@ pub async fn run(settings: &Settings, args: SqlArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Run each statement of `text` in order, printing results; stops at the first error.
-pub async fn run_statements(engine: &Engine, text: &str, format: OutputFormat) -> anyhow::Result<()> {
+pub async fn run_statements(
+    engine: &Engine,
+    text: &str,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
     let statements = DFParser::parse_sql_with_dialect(text, &dialect)?;
     if statements.is_empty() {
@@ -54,14 +58,22 @@ pub async fn run_statements(engine: &Engine, text: &str, format: OutputFormat) -
 
 async fn repl(engine: &Engine, format: OutputFormat) -> anyhow::Result<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".keystone_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".keystone_history"));
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    println!("Keystone SQL on {} — end statements with ';', \\d lists tables, \\q quits.", engine.lake().root());
+    println!(
+        "Keystone SQL on {} — end statements with ';', \\d lists tables, \\q quits.",
+        engine.lake().root()
+    );
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "keystone> " } else { "      ... " };
+        let prompt = if buffer.is_empty() {
+            "keystone> "
+        } else {
+            "      ... "
+        };
         let line = match rl.readline(prompt) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted) => {

@@ -18,9 +18,15 @@ pub async fn run(settings: &Settings, _args: TablesArgs) -> anyhow::Result<ExitC
             Some(t) => {
                 let version = t.version().map_or_else(|| "-".into(), |v| v.to_string());
                 let files = t.get_file_uris().map(|f| f.count()).unwrap_or(0);
-                println!("  {:<12} version {version:<6} {files:>6} files  {}", spec.name, spec.description);
+                println!(
+                    "  {:<12} version {version:<6} {files:>6} files  {}",
+                    spec.name, spec.description
+                );
             }
-            None => println!("  {:<12} (not created yet)  {}", spec.name, spec.description),
+            None => println!(
+                "  {:<12} (not created yet)  {}",
+                spec.name, spec.description
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

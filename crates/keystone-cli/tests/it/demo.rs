@@ -4,10 +4,20 @@ use crate::{ok, query, temp_lake};
 fn demo_fills_the_lake_and_prints_a_summary() {
     let (_dir, lake) = temp_lake();
     let out = ok(&lake, &["demo", "--profiles", "200"]);
-    for needle in ["1/3 generating", "2/3 ingesting", "3/3 summary", "Events per type", "Events per source", "Explore next"] {
+    for needle in [
+        "1/3 generating",
+        "2/3 ingesting",
+        "3/3 summary",
+        "Events per type",
+        "Events per source",
+        "Explore next",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
-    let sources = query(&lake, "SELECT source FROM events GROUP BY source ORDER BY source");
+    let sources = query(
+        &lake,
+        "SELECT source FROM events GROUP BY source ORDER BY source",
+    );
     assert_eq!(sources, vec!["events", "store_purchases"]);
     // A second run on the same day finds the same content and loads nothing new.
     let before = query(&lake, "SELECT count(*) FROM events");
@@ -22,9 +32,26 @@ fn gen_is_deterministic_for_a_seed() {
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     for out in [&a, &b] {
-        ok(&lake, &["gen", "--profiles", "100", "--seed", "3", "--end", "2026-11-01", "--out", out.to_str().unwrap()]);
+        ok(
+            &lake,
+            &[
+                "gen",
+                "--profiles",
+                "100",
+                "--seed",
+                "3",
+                "--end",
+                "2026-11-01",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
     }
     for f in ["events.ndjson", "store_purchases.csv", "truth.csv"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 
 /// The fixtures folder (`data/fixtures`).
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/fixtures")
+        .join(name)
 }
 
 /// `keystone --lake LAKE ARGS...`, with a clean environment for Keystone's variables.

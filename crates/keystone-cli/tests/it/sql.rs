@@ -9,15 +9,37 @@ fn shop_lake() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn csv_output_has_a_header_line() {
     let (_d, lake) = shop_lake();
-    let out = ok(&lake, &["sql", "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type", "--format", "csv"]);
-    assert_eq!(out, "type,n\nalias,1\ngroup,1\nidentify,1\npage,2\nscreen,1\ntrack,6\n");
+    let out = ok(
+        &lake,
+        &[
+            "sql",
+            "SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        out,
+        "type,n\nalias,1\ngroup,1\nidentify,1\npage,2\nscreen,1\ntrack,6\n"
+    );
 }
 
 #[test]
 fn json_output_is_one_object_per_row() {
     let (_d, lake) = shop_lake();
-    let out = ok(&lake, &["sql", "SELECT message_id, revenue FROM events WHERE revenue IS NOT NULL ORDER BY message_id", "--format", "json"]);
-    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = ok(
+        &lake,
+        &[
+            "sql",
+            "SELECT message_id, revenue FROM events WHERE revenue IS NOT NULL ORDER BY message_id",
+            "--format",
+            "json",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["message_id"], "m05");
     assert_eq!(rows[0]["revenue"], 89.9);
@@ -34,11 +56,17 @@ fn table_output_is_aligned() {
 fn json_fields_are_queryable() {
     let (_d, lake) = shop_lake();
     assert_eq!(
-        query(&lake, "SELECT json_get_str(properties, 'sku'), json_get_float(properties, 'price') FROM events WHERE message_id = 'm02'"),
+        query(
+            &lake,
+            "SELECT json_get_str(properties, 'sku'), json_get_float(properties, 'price') FROM events WHERE message_id = 'm02'"
+        ),
         vec!["SKU-1,89.9"]
     );
     assert_eq!(
-        query(&lake, "SELECT json_get_str(traits, 'plan') FROM events WHERE type = 'identify'"),
+        query(
+            &lake,
+            "SELECT json_get_str(traits, 'plan') FROM events WHERE type = 'identify'"
+        ),
         vec!["gold"]
     );
 }
@@ -69,7 +97,11 @@ fn each_query_sees_the_latest_commit() {
     let (dir, lake) = shop_lake();
     assert_eq!(query(&lake, "SELECT count(*) FROM events"), vec!["12"]);
     let more = dir.path().join("more.ndjson");
-    std::fs::write(&more, "{\"type\":\"page\",\"userId\":\"u-7\",\"timestamp\":\"2026-11-02T00:00:00Z\"}\n").unwrap();
+    std::fs::write(
+        &more,
+        "{\"type\":\"page\",\"userId\":\"u-7\",\"timestamp\":\"2026-11-02T00:00:00Z\"}\n",
+    )
+    .unwrap();
     ok(&lake, &["ingest", more.to_str().unwrap()]);
     assert_eq!(query(&lake, "SELECT count(*) FROM events"), vec!["13"]);
 }
@@ -85,7 +117,10 @@ fn sql_errors_are_one_line_and_non_zero() {
         let out = keystone(&lake, &["sql", q]);
         assert!(!out.status.success(), "{q}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with("error: ") && err.contains(needle), "{q}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{q}: {err}"
+        );
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
     let out = keystone(&lake, &["sql", "SELECT 1", "--format", "xml"]);
@@ -95,6 +130,9 @@ fn sql_errors_are_one_line_and_non_zero() {
 #[test]
 fn tables_are_listed_with_information_schema() {
     let (_d, lake) = shop_lake();
-    let rows = query(&lake, "SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name");
+    let rows = query(
+        &lake,
+        "SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
+    );
     assert_eq!(rows, vec!["keystone,public,events"]);
 }

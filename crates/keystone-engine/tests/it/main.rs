@@ -1,0 +1,6 @@
+//! Integration tests of `keystone-engine`: SQL behaviour as sqllogictest files.
+//!
+//! Each `tests/slt/*.slt` file runs against a fresh lake holding the fixtures
+//! of `data/fixtures` (shop.ndjson, store.csv and the bad lines of bad.ndjson).
+
+mod slt;
