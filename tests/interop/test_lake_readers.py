@@ -280,18 +280,6 @@ def test_concurrent_ingests_into_an_existing_s3_lake_lose_nothing(keystone, moto
     _assert_concurrent_loads_kept_everything(keystone, moto, lake, files, results, base=base)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Keystone bug: two first ingests racing on a lake without an `events` table both "
-        "create it. Lake::load_or_create's create() loses the PUT of _delta_log/0.json "
-        "(HTTP 412) but delta-rs retries the CREATE TABLE as version 1 (new table id) "
-        "instead of failing, so the 'use theirs' fallback never runs; the other "
-        "process's append then fails with 'Metadata changed since last commit' and "
-        "its events are not loaded."
-    ),
-)
 def test_concurrent_first_ingests_into_a_fresh_s3_lake_lose_nothing(
     keystone, moto, generated_pair, create_barrier_proxy
 ):

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
@@ -176,6 +177,10 @@ impl Lake {
             .with_partition_columns(spec.partition_columns.iter().copied())
             .with_table_name(spec.name)
             .with_comment(spec.description)
+            // A create that loses the race for version 0 must fail rather than
+            // retry as version 1: a second CREATE would replace the table id
+            // and abort the winner's concurrent append.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok(t),

@@ -52,7 +52,7 @@ fn killed_ingest_is_all_or_nothing() {
             let n: u64 = stdout.lines().nth(1).unwrap().parse().unwrap();
             let full: u64 = lines.parse().unwrap();
             assert!(
-                n % full == 0,
+                n.is_multiple_of(full),
                 "after kill at {delay_ms} ms: {n} rows is not a multiple of {full}"
             );
         }

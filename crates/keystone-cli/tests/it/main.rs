@@ -1,5 +1,10 @@
 //! End-to-end tests of the `keystone` binary: one test binary, a module per area.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod demo;
 mod ingest;
 mod kill;
