@@ -26,6 +26,7 @@ pub mod parquet;
 pub use error::{Error, Result};
 pub use load::{FileOutcome, Format, IngestMetrics, IngestOptions, ingest_files};
 
+use arrow::array::RecordBatch;
 use keystone_core::event::EventRow;
 use keystone_core::schema::QuarantineRow;
 
@@ -33,6 +34,8 @@ use keystone_core::schema::QuarantineRow;
 pub trait RowSink {
     /// A valid event.
     fn event(&mut self, row: EventRow) -> impl std::future::Future<Output = Result<()>>;
+    /// A batch of valid events in the events schema (readers that parse in parallel).
+    fn batch(&mut self, batch: RecordBatch) -> impl std::future::Future<Output = Result<()>>;
     /// A rejected input row.
     fn reject(&mut self, row: QuarantineRow);
     /// `bytes` more of the input were consumed (for progress).

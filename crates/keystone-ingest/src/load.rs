@@ -18,6 +18,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use keystone_core::event::EventRow;
 use keystone_core::schema::{EventBatchBuilder, QuarantineRow, quarantine_batch};
 use keystone_lake::{Append, EVENTS, Lake, QUARANTINE};
@@ -156,18 +157,18 @@ pub async fn ingest_files(
 ) -> Result<IngestMetrics> {
     let started = Instant::now();
     let received_at = chrono::Utc::now().timestamp_micros();
-    let mut plan = Vec::with_capacity(paths.len());
+    let mut plan = paths
+        .iter()
+        .map(|path| plan_file(path, opts))
+        .collect::<Result<Vec<_>>>()?;
+    let app_ids: Vec<String> = plan.iter().map(|p| txn_app_id(&p.sha256)).collect();
+    let in_events = lake.transaction_versions(&EVENTS, &app_ids).await?;
+    let in_quarantine = lake.transaction_versions(&QUARANTINE, &app_ids).await?;
     let mut seen = std::collections::HashSet::new();
-    for path in paths {
-        let mut p = plan_file(path, opts)?;
-        let app_id = txn_app_id(&p.sha256);
-        let previous = match lake.transaction_version(&EVENTS, &app_id).await? {
-            Some(v) => Some(v),
-            None => lake.transaction_version(&QUARANTINE, &app_id).await?,
-        };
+    for (i, p) in plan.iter_mut().enumerate() {
+        let previous = in_events[i].max(in_quarantine[i]);
         p.txn_version = previous.unwrap_or(0) + 1;
         p.skip = !seen.insert(p.sha256.clone()) || (previous.is_some() && !opts.force);
-        plan.push(p);
     }
     let total: u64 = plan.iter().filter(|p| !p.skip).map(|p| p.bytes).sum();
 
@@ -192,6 +193,7 @@ pub async fn ingest_files(
     };
 
     let mut metrics = IngestMetrics::default();
+    let mut counts = HashMap::new();
     if !to_load.is_empty() {
         let append = lake.append(&EVENTS, txns).await?;
         let mut sink = EventSink {
@@ -204,7 +206,6 @@ pub async fn ingest_files(
             total,
             progress,
         };
-        let mut counts = HashMap::new();
         for p in &to_load {
             let (events_before, rejects_before) = (sink.events, sink.rejects.len());
             read_file(p, received_at, &mut sink).await?;
@@ -237,26 +238,17 @@ pub async fn ingest_files(
             metrics.quarantined = qm.rows;
             metrics.quarantine_version = qm.version;
         }
-        for p in &plan {
-            metrics.files.push(FileOutcome {
-                path: p.path.clone(),
-                sha256: p.sha256.clone(),
-                format: p.format,
-                source: p.source.clone(),
-                loaded: (!p.skip).then(|| counts.get(&p.sha256).copied().unwrap_or_default()),
-            });
-        }
-    } else {
-        for p in &plan {
-            metrics.files.push(FileOutcome {
-                path: p.path.clone(),
-                sha256: p.sha256.clone(),
-                format: p.format,
-                source: p.source.clone(),
-                loaded: None,
-            });
-        }
     }
+    metrics.files = plan
+        .iter()
+        .map(|p| FileOutcome {
+            path: p.path.clone(),
+            sha256: p.sha256.clone(),
+            format: p.format,
+            source: p.source.clone(),
+            loaded: (!p.skip).then(|| counts.get(&p.sha256).copied().unwrap_or_default()),
+        })
+        .collect();
     metrics.bytes = total;
     metrics.elapsed = started.elapsed();
     Ok(metrics)
@@ -381,6 +373,13 @@ impl RowSink for EventSink<'_> {
         if self.builder.len() >= self.batch_rows {
             self.flush().await?;
         }
+        Ok(())
+    }
+
+    async fn batch(&mut self, batch: RecordBatch) -> Result<()> {
+        self.flush().await?;
+        self.events += batch.num_rows() as u64;
+        self.append.write(batch).await?;
         Ok(())
     }
 

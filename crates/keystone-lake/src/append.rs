@@ -60,17 +60,26 @@ impl Lake {
         })
     }
 
-    /// The version last committed under application id `app_id` in `spec`'s
-    /// table, if any.
-    pub async fn transaction_version(&self, spec: &TableSpec, app_id: &str) -> Result<Option<i64>> {
+    /// For each application id, the version last committed under it in
+    /// `spec`'s table, if any (the table is read once).
+    pub async fn transaction_versions(
+        &self,
+        spec: &TableSpec,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>> {
         let Some(table) = self.load(spec).await? else {
-            return Ok(None);
+            return Ok(vec![None; app_ids.len()]);
         };
         let state = table.snapshot().map_err(|e| Error::delta(spec.name, e))?;
-        state
-            .transaction_version(table.log_store().as_ref(), app_id)
-            .await
-            .map_err(|e| Error::delta(spec.name, e))
+        let mut out = Vec::with_capacity(app_ids.len());
+        for app_id in app_ids {
+            let v = state
+                .transaction_version(table.log_store().as_ref(), app_id)
+                .await
+                .map_err(|e| Error::delta(spec.name, e))?;
+            out.push(v);
+        }
+        Ok(out)
     }
 }
 

@@ -56,6 +56,9 @@ pub async fn run_statements(
     Ok(())
 }
 
+const LIST_TABLES: &str = "SELECT table_schema, table_name, table_type FROM information_schema.tables \
+     WHERE table_schema <> 'information_schema' ORDER BY table_schema, table_name";
+
 async fn repl(engine: &Engine, format: OutputFormat) -> anyhow::Result<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
     let history =
@@ -90,7 +93,7 @@ async fn repl(engine: &Engine, format: OutputFormat) -> anyhow::Result<()> {
                 "\\q" | "quit" | "exit" => break,
                 "\\d" => {
                     let _ = rl.add_history_entry(trimmed);
-                    report(run_statements(engine, "SHOW TABLES", format).await);
+                    report(run_statements(engine, LIST_TABLES, format).await);
                     continue;
                 }
                 _ => {}
