@@ -11,6 +11,7 @@ cargo build --release -p keystone-cli --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release/keystone"
 work="${BENCH_DIR:-$(mktemp -d)}"
+mkdir -p "$work"
 trap '[ -z "${BENCH_DIR:-}" ] && rm -rf "$work"' EXIT
 
 measure() { # label, command...

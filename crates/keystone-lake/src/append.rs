@@ -21,9 +21,28 @@ use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
 use crate::{Error, Lake, Result, TableSpec};
+
+/// Rows per Parquet row group. A row group is encoded in memory until it is
+/// full, and an ingest keeps one open file per partition (`event_date`): small
+/// row groups let finished ones stream out instead of the whole ingest staying
+/// in memory until the commit.
+const ROW_GROUP_ROWS: usize = 16 * 1024;
+
+/// Size at which a data file is closed and a new one started.
+const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("keystone {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
 
 /// What an [`Append`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,8 +68,10 @@ impl Lake {
     /// transaction in the commit.
     pub async fn append(&self, spec: &TableSpec, txns: Vec<(String, i64)>) -> Result<Append> {
         let table = self.load_or_create(spec).await?;
-        let writer =
-            RecordBatchWriter::for_table(&table).map_err(|e| Error::delta(spec.name, e))?;
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| Error::delta(spec.name, e))?
+            .with_writer_properties(writer_properties())
+            .with_target_file_size(TARGET_FILE_BYTES);
         Ok(Append {
             table_name: spec.name,
             table,
