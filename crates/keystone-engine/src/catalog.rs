@@ -57,10 +57,7 @@ impl LakeSchema {
             table
                 .update_incremental(None)
                 .await
-                .map_err(|e| keystone_lake::Error::Delta {
-                    table: name.to_string(),
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| keystone_lake::Error::delta(name, e))?;
             return Ok(Some(table.clone()));
         }
         let Some(table) = self.lake.load_named(name).await? else {

@@ -36,8 +36,7 @@ impl Engine {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, PUBLIC)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            .set_bool("datafusion.catalog.has_header", true);
+            .with_information_schema(true);
         let mut ctx = SessionContext::new_with_config(config);
         let schema = LakeSchema::try_new(lake.clone(), ctx.runtime_env()).await?;
         let catalog = MemoryCatalogProvider::new();

@@ -25,7 +25,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
+    /// A [`Error::Delta`] about `table`.
+    pub fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
         Self::Delta {
             table: table.to_string(),
             source: Box::new(source),
