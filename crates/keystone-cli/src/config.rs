@@ -6,11 +6,21 @@
 //!
 //! [ingest]
 //! batch_rows = 65536                   # KEYSTONE_INGEST_BATCH_ROWS
+//!
+//! [identity]                           # resolution rules (see docs/identity.md)
+//! default_region = "FR"
+//! blocked = ["test@test.com"]
+//!
+//! [profiles.traits]                    # computed traits: SQL aggregates over events_resolved
+//! orders_90d = "count(*) FILTER (WHERE event = 'Order Completed' AND \"timestamp\" > now() - INTERVAL '90 days')"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use keystone_engine::profiles::ComputedTrait;
+use keystone_identity::Rules;
 use keystone_lake::Lake;
 use serde::Deserialize;
 
@@ -24,6 +34,50 @@ pub struct ConfigFile {
     pub lake: Option<String>,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub identity: Rules,
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
+}
+
+/// `[profiles]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesConfig {
+    /// Computed traits: column name → SQL aggregate over `events_resolved`.
+    #[serde(default = "default_traits")]
+    pub traits: BTreeMap<String, String>,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        Self {
+            traits: default_traits(),
+        }
+    }
+}
+
+/// The computed traits of a config that declares none.
+pub fn default_traits() -> BTreeMap<String, String> {
+    let order = "type = 'track' AND event = 'Order Completed'";
+    BTreeMap::from([
+        (
+            "orders_90d".to_string(),
+            format!(
+                "count(*) FILTER (WHERE {order} AND \"timestamp\" > now() - INTERVAL '90 days')"
+            ),
+        ),
+        (
+            "days_since_last_order".to_string(),
+            format!(
+                "CAST(floor((to_unixtime(now()) - to_unixtime(max(\"timestamp\") FILTER (WHERE {order}))) / 86400) AS BIGINT)"
+            ),
+        ),
+        (
+            "favorite_category".to_string(),
+            format!("most_frequent(category) FILTER (WHERE {order})"),
+        ),
+    ])
 }
 
 /// `[ingest]`.
@@ -39,6 +93,8 @@ pub struct Settings {
     pub lake_location: String,
     pub batch_rows: usize,
     pub quiet: bool,
+    pub rules: Rules,
+    pub traits: Vec<ComputedTrait>,
 }
 
 impl Settings {
@@ -63,6 +119,13 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_rows,
             quiet,
+            rules: file.identity,
+            traits: file
+                .profiles
+                .traits
+                .into_iter()
+                .map(|(name, sql)| ComputedTrait { name, sql })
+                .collect(),
         })
     }
 
@@ -86,6 +149,21 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = toml::from_str::<ConfigFile>("lake = \"x\"\nlakes = 1").unwrap_err();
         assert!(err.to_string().contains("lakes"), "{err}");
+    }
+
+    #[test]
+    fn identity_and_profile_sections_are_typed() {
+        let f: ConfigFile = toml::from_str(
+            "[identity]\ndefault_region = \"FR\"\nlimits = { email = 2 }\n[profiles.traits]\nvisits = \"count(*)\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.identity.default_region.as_deref(), Some("FR"));
+        assert_eq!(f.identity.limit("email"), 2);
+        assert_eq!(f.profiles.traits.len(), 1);
+        let err = toml::from_str::<ConfigFile>("[identity]\nlimit = 1").unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let d = ConfigFile::default();
+        assert!(d.profiles.traits.contains_key("orders_90d"));
     }
 
     #[test]

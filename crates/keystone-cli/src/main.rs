@@ -41,6 +41,10 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Load NDJSON (Segment spec), CSV (with a mapping) or Parquet files into `events`.
     Ingest(commands::ingest::IngestArgs),
+    /// Stitch identifiers into profiles (incremental), then rebuild `profiles`.
+    Resolve(commands::resolve::ResolveArgs),
+    /// Look at one profile: `keystone profile show email:jane@example.org [--explain]`.
+    Profile(commands::profile::ProfileArgs),
     /// Run SQL over the lake: one query, statements from stdin, or a REPL.
     Sql(commands::sql::SqlArgs),
     /// Generate a realistic synthetic workload with ground truth.
@@ -75,6 +79,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => commands::demo::run(&settings, args).await,
         Command::Ingest(args) => commands::ingest::run(&settings, args).await,
+        Command::Resolve(args) => commands::resolve::run(&settings, args).await,
+        Command::Profile(args) => commands::profile::run(&settings, args).await,
         Command::Sql(args) => commands::sql::run(&settings, args).await,
         Command::Gen(args) => commands::gen_cmd::run(&settings, args),
         Command::Tables(args) => commands::tables::run(&settings, args).await,

@@ -32,3 +32,15 @@ fn bar(total: u64, quiet: bool, template: &str) -> ProgressBar {
     }
     pb
 }
+
+/// A spinner with a message, for work of unknown length.
+pub fn spinner(quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        pb.set_style(style);
+    }
+    pb
+}

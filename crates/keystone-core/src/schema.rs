@@ -71,6 +71,72 @@ pub fn events_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// The `identities` table: one identifier and the profile it belongs to.
+/// `linked_by` is the message id of the event that attached it.
+pub fn identities_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            utf8("identifier_type"),
+            utf8("identifier"),
+            utf8("profile_id"),
+            Field::new("first_seen", ts(), true),
+            Field::new("last_seen", ts(), true),
+            utf8("linked_by"),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// The `profile_merges` table: one profile absorbed into an older one.
+pub fn profile_merges_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            utf8("from_profile_id"),
+            utf8("into_profile_id"),
+            Field::new("merged_at", ts(), true),
+            utf8("reason"),
+            utf8("message_id"),
+            Field::new("run_id", DataType::Int64, true),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// The `identity_audit` table: one identifier an event carried that a rule cut.
+pub fn identity_audit_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            utf8("identifier_type"),
+            utf8("identifier"),
+            utf8("message_id"),
+            utf8("rule"),
+            Field::new("event_timestamp", ts(), true),
+            Field::new("run_id", DataType::Int64, true),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// The fixed columns of `profiles` (computed traits and RFM scores follow).
+pub fn profiles_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            utf8("profile_id"),
+            utf8("user_id"),
+            utf8("email"),
+            utf8("phone"),
+            Field::new("first_seen", ts(), true),
+            Field::new("last_seen", ts(), true),
+            Field::new("event_count", DataType::Int64, true),
+            Field::new("order_count", DataType::Int64, true),
+            Field::new("revenue", DataType::Float64, true),
+            Field::new("last_order_at", ts(), true),
+            utf8("traits"),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
 /// The `quarantine` table: one rejected input row.
 pub fn quarantine_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {

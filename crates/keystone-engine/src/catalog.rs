@@ -12,6 +12,16 @@ use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
 use keystone_lake::{Lake, TABLES};
 use tokio::sync::Mutex;
 
+use datafusion::datasource::ViewTable;
+use datafusion::prelude::SessionContext;
+
+use crate::profiles::events_resolved_sql;
+use crate::resolve::ResolveState;
+use crate::udf::identity_key_udf;
+
+/// The view of every event with its profile.
+pub const EVENTS_RESOLVED: &str = "events_resolved";
+
 /// The lake's tables, each read at its latest committed version when a query
 /// names it: a query never sees a half-written ingest, and always sees every
 /// finished one.
@@ -43,6 +53,34 @@ impl LakeSchema {
 
     fn is_lake_table(name: &str) -> bool {
         TABLES.iter().any(|t| t.name == name)
+    }
+
+    /// `events_resolved`, built over the latest `events` and `identities`
+    /// with the rules of the last `keystone resolve` (`None` before the first).
+    async fn events_resolved(&self) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let ext = |e: keystone_lake::Error| DataFusionError::External(Box::new(e));
+        {
+            let (Some(events), Some(identities)) = (
+                self.load_latest("events").await.map_err(ext)?,
+                self.load_latest("identities").await.map_err(ext)?,
+            ) else {
+                return Ok(None);
+            };
+            let rules = ResolveState::load(&self.lake)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map(|s| s.rules)
+                .unwrap_or_default();
+            let ctx = SessionContext::new();
+            ctx.register_table("events", events.table_provider().await?)?;
+            ctx.register_table("identities", identities.table_provider().await?)?;
+            ctx.register_udf(identity_key_udf(rules));
+            let sql = events_resolved_sql();
+            let plan = ctx.sql(&sql).await?.into_unoptimized_plan();
+            Ok(Some(
+                Arc::new(ViewTable::new(plan, Some(sql))) as Arc<dyn TableProvider>
+            ))
+        }
     }
 
     fn mark_known(&self, name: &str) {
@@ -77,13 +115,22 @@ impl LakeSchema {
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
-        self.known
+        let mut names: Vec<String> = self
+            .known
             .lock()
             .map(|k| k.iter().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if names.iter().any(|n| n == "identities") && names.iter().any(|n| n == "events") {
+            names.push(EVENTS_RESOLVED.into());
+            names.sort();
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if name == EVENTS_RESOLVED {
+            return self.events_resolved().await;
+        }
         if !Self::is_lake_table(name) {
             return Ok(None);
         }
@@ -102,6 +149,6 @@ impl SchemaProvider for LakeSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        Self::is_lake_table(name)
+        Self::is_lake_table(name) || name == EVENTS_RESOLVED
     }
 }

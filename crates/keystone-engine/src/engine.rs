@@ -43,6 +43,7 @@ impl Engine {
         catalog.register_schema(PUBLIC, Arc::new(schema))?;
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         datafusion_functions_json::register_all(&mut ctx)?;
+        ctx.register_udaf(crate::udf::most_frequent_udaf());
         Ok(Self { ctx, lake })
     }
 

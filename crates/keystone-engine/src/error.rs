@@ -11,6 +11,10 @@ pub enum Error {
     #[error(transparent)]
     Lake(#[from] keystone_lake::Error),
 
+    /// Identity resolution or the profile build cannot go on.
+    #[error("{0}")]
+    Resolve(String),
+
     /// Results could not be written.
     #[error("writing results: {0}")]
     Output(String),

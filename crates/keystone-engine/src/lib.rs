@@ -15,6 +15,9 @@ mod catalog;
 mod engine;
 mod error;
 pub mod output;
+pub mod profiles;
+pub mod resolve;
+pub mod udf;
 
 pub use catalog::LakeSchema;
 pub use engine::Engine;

@@ -47,7 +47,7 @@ fn main() {
             let row = parse_event_str(&l.unwrap(), &opts).unwrap();
             Observation {
                 timestamp: row.timestamp,
-                identifiers: extract_identifiers(&row, Some("FR")),
+                identifiers: extract_identifiers(&row, &fr_rules()),
                 message_id: row.message_id,
             }
         })
@@ -57,7 +57,7 @@ fn main() {
 
     let n = observations.len();
     let t = Instant::now();
-    let (mut graph, resolutions) = resolve_in_order(Rules::default(), observations);
+    let (mut graph, resolutions) = resolve_in_order(fr_rules(), observations);
     let secs = t.elapsed().as_secs_f64();
     let merges: usize = resolutions.iter().map(|r| r.merges.len()).sum();
     let cuts: usize = resolutions.iter().map(|r| r.cuts.len()).sum();
@@ -77,4 +77,11 @@ fn main() {
         "a profile holds two user ids"
     );
     println!("check: every profile holds at most one user_id");
+}
+
+fn fr_rules() -> Rules {
+    Rules {
+        default_region: Some("FR".into()),
+        ..Rules::default()
+    }
 }

@@ -4,7 +4,10 @@ use keystone_core::event::EventRow;
 use keystone_core::identifier::{normalize_email, normalize_phone};
 use serde_json::Value;
 
-use crate::rules::{ANONYMOUS_ID, DEVICE_ID, EMAIL, PHONE, USER_ID};
+use std::borrow::Cow;
+
+use crate::graph::CutRule;
+use crate::rules::{ANONYMOUS_ID, DEVICE_ID, EMAIL, PHONE, Rules, USER_ID};
 
 /// One identifier: its type (`user_id`, `email`, …, or a custom type from
 /// `context.externalIds`) and its normalised value.
@@ -30,53 +33,156 @@ impl std::fmt::Display for Identifier {
     }
 }
 
-/// Every identifier an event carries: `userId`, `anonymousId`, alias
-/// `previousId` (as an anonymous id), email and phone (from `traits` or
-/// `context.traits`), `context.device.id`, and `context.externalIds`
-/// (`[{ "id": …, "type": … }]`, type lower-cased). Duplicates are removed.
-pub fn extract_identifiers(row: &EventRow, default_region: Option<&str>) -> Vec<Identifier> {
-    let mut out = Vec::with_capacity(6);
-    let mut push = |kind: &str, value: Option<String>| {
-        if let Some(v) = value
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-        {
-            out.push(Identifier::new(kind, v));
+/// The fields of an event that identifiers come from, borrowed (from an
+/// [`EventRow`] or from Arrow arrays).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventIds<'a> {
+    pub user_id: Option<&'a str>,
+    pub anonymous_id: Option<&'a str>,
+    pub previous_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    /// JSON text of the event's objects.
+    pub context: Option<&'a str>,
+    pub properties: Option<&'a str>,
+    pub traits: Option<&'a str>,
+}
+
+impl<'a> From<&'a EventRow> for EventIds<'a> {
+    fn from(row: &'a EventRow) -> Self {
+        Self {
+            user_id: row.user_id.as_deref(),
+            anonymous_id: row.anonymous_id.as_deref(),
+            previous_id: row.previous_id.as_deref(),
+            email: row.email.as_deref(),
+            phone: row.phone.as_deref(),
+            device_id: row.device_id.as_deref(),
+            context: row.context.as_deref(),
+            properties: row.properties.as_deref(),
+            traits: row.traits.as_deref(),
+        }
+    }
+}
+
+/// Receives each identifier of an event: type, normalised value, verdict.
+pub type Emit<'e> = dyn FnMut(&str, Cow<'_, str>, Result<(), CutRule>) + 'e;
+
+/// Every identifier an event carries, normalised, each with the verdict of
+/// the value rules ([`Rules::admit`], plus `Invalid` for an email or phone
+/// that is not one): `userId`, `anonymousId`, alias `previousId` (as an
+/// anonymous id), email and phone (promoted from `traits` or
+/// `context.traits`), `context.device.id`, `context.externalIds` (`[{ "id":
+/// …, "type": … }]`, type lower-cased) and the configured property paths.
+/// `emit(kind, value, verdict)` is called once per identifier, duplicates included.
+pub fn extract_with(ev: &EventIds<'_>, rules: &Rules, emit: &mut Emit<'_>) {
+    let plain = |kind: &str, value: Option<&str>, emit: &mut Emit<'_>| {
+        if let Some(v) = value {
+            let v = v.trim();
+            let verdict = rules.admit_value(v);
+            emit(kind, Cow::Borrowed(v), verdict);
         }
     };
-    push(USER_ID, row.user_id.clone());
-    push(ANONYMOUS_ID, row.anonymous_id.clone());
-    push(ANONYMOUS_ID, row.previous_id.clone());
-    push(
-        EMAIL,
-        row.email
-            .as_deref()
-            .map(|e| normalize_email(e).unwrap_or_else(|| e.trim().to_lowercase())),
-    );
-    push(
-        PHONE,
-        row.phone.as_deref().map(|p| to_e164(p, default_region)),
-    );
-    push(DEVICE_ID, row.device_id.clone());
-    if let Some(ctx) = row.context.as_deref()
+    plain(USER_ID, ev.user_id, emit);
+    plain(ANONYMOUS_ID, ev.anonymous_id, emit);
+    plain(ANONYMOUS_ID, ev.previous_id, emit);
+    if let Some(raw) = ev.email {
+        match normalize_email(raw) {
+            Some(e) => {
+                let verdict = rules.admit_value(&e);
+                emit(EMAIL, Cow::Owned(e), verdict);
+            }
+            None => {
+                let v = raw.trim();
+                let verdict = rules.admit_value(v).and(Err(CutRule::Invalid));
+                emit(EMAIL, Cow::Borrowed(v), verdict);
+            }
+        }
+    }
+    if let Some(raw) = ev.phone {
+        match normalize_phone(raw) {
+            Some(_) => {
+                let p = to_e164(raw, rules.default_region.as_deref());
+                let verdict = rules.admit_value(&p);
+                emit(PHONE, Cow::Owned(p), verdict);
+            }
+            None => {
+                let v = raw.trim();
+                let verdict = rules.admit_value(v).and(Err(CutRule::Invalid));
+                emit(PHONE, Cow::Borrowed(v), verdict);
+            }
+        }
+    }
+    plain(DEVICE_ID, ev.device_id, emit);
+    if let Some(ctx) = ev.context
+        && ctx.contains("externalIds")
         && let Ok(Value::Object(ctx)) = serde_json::from_str::<Value>(ctx)
         && let Some(Value::Array(ids)) = ctx.get("externalIds")
     {
         for ext in ids {
-            let id = ext.get("id").and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
             let kind = ext
                 .get("type")
                 .and_then(Value::as_str)
-                .map(str::to_lowercase);
-            if let Some(kind) = kind.filter(|k| !k.is_empty()) {
-                push(&kind, id);
+                .map(|k| k.trim().to_lowercase())
+                .filter(|k| !k.is_empty());
+            let Some(kind) = kind else { continue };
+            match ext.get("id") {
+                Some(Value::String(s)) => plain(&kind, Some(s), emit),
+                Some(Value::Number(n)) => plain(&kind, Some(&n.to_string()), emit),
+                Some(Value::Null) | None => {}
+                Some(other) => emit(&kind, Cow::Owned(other.to_string()), Err(CutRule::Invalid)),
             }
         }
     }
+    for (kind, path) in &rules.property_ids {
+        let mut parts = path.split('.');
+        let text = match parts.next() {
+            Some("properties") => ev.properties,
+            Some("traits") => ev.traits,
+            Some("context") => ev.context,
+            _ => None,
+        };
+        let Some(text) = text else { continue };
+        let fields: Vec<&str> = parts.collect();
+        let Some(last) = fields.last() else { continue };
+        if !text.contains(last) {
+            continue;
+        }
+        let Ok(doc) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        let mut at = &doc;
+        let mut found = true;
+        for f in &fields {
+            match at.get(f) {
+                Some(v) => at = v,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if !found {
+            continue;
+        }
+        match at {
+            Value::String(s) => plain(kind, Some(s), emit),
+            Value::Number(n) => plain(kind, Some(&n.to_string()), emit),
+            Value::Null => {}
+            other => emit(kind, Cow::Owned(other.to_string()), Err(CutRule::Invalid)),
+        }
+    }
+}
+
+/// The identifiers of an event that the value rules admit, sorted and
+/// deduplicated (see [`extract_with`]).
+pub fn extract_identifiers(row: &EventRow, rules: &Rules) -> Vec<Identifier> {
+    let mut out = Vec::with_capacity(6);
+    extract_with(&row.into(), rules, &mut |kind, value, verdict| {
+        if verdict.is_ok() {
+            out.push(Identifier::new(kind, value.into_owned()));
+        }
+    });
     out.sort();
     out.dedup();
     out
@@ -143,9 +249,15 @@ mod tests {
             phone: Some("06 12 34 56 78".into()),
             device_id: Some("DEV".into()),
             context: Some(r#"{"externalIds":[{"id":"L-9","type":"Loyalty_Card","collection":"users"},{"id":7,"type":"crm"}]}"#.into()),
+            properties: Some(r#"{"card":{"number":"C-42"}}"#.into()),
             ..EventRow::default()
         };
-        let ids: Vec<String> = extract_identifiers(&row, Some("FR"))
+        let rules = Rules {
+            default_region: Some("FR".into()),
+            property_ids: [("loyalty".to_string(), "properties.card.number".to_string())].into(),
+            ..Rules::default()
+        };
+        let ids: Vec<String> = extract_identifiers(&row, &rules)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -157,9 +269,35 @@ mod tests {
                 "crm:7",
                 "device_id:DEV",
                 "email:jane@x.org",
+                "loyalty:C-42",
                 "loyalty_card:L-9",
                 "phone:+33612345678",
                 "user_id:u-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_and_blocked_values_are_reported_with_their_rule() {
+        let row = EventRow {
+            user_id: Some("null".into()),
+            email: Some("not an email".into()),
+            phone: Some("call me".into()),
+            anonymous_id: Some("x".repeat(2000)),
+            ..EventRow::default()
+        };
+        let mut seen = Vec::new();
+        extract_with(&(&row).into(), &Rules::default(), &mut |k, _, v| {
+            seen.push((k.to_string(), v.err()))
+        });
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            seen,
+            vec![
+                ("anonymous_id".into(), Some(CutRule::TooLong)),
+                ("email".into(), Some(CutRule::Invalid)),
+                ("phone".into(), Some(CutRule::Invalid)),
+                ("user_id".into(), Some(CutRule::Blocked)),
             ]
         );
     }

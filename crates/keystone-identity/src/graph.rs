@@ -1,6 +1,14 @@
 //! The identity graph: a union-find over profiles, fed events in order.
+//!
+//! Identifiers are interned once (a type index and the value) and held in a
+//! hash table of indices, so observing an event costs a few hash lookups and
+//! no allocation for identifiers already known. The graph can be saved as
+//! rows ([`IdentityGraph::identities`], [`IdentityGraph::profiles`]) and
+//! rebuilt from them ([`IdentityGraph::restore`]) for incremental runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::extract::Identifier;
 use crate::rules::Rules;
@@ -23,6 +31,8 @@ pub enum CutRule {
     TooLong,
     /// A blocked value (`-1`, `null`, `0000`, …).
     Blocked,
+    /// Not a valid value of its type (an email without `@`, a phone with letters).
+    Invalid,
     /// Linking it would give a profile more identifiers of its type than allowed.
     TypeLimit,
     /// Linking it would give a profile more merges than allowed.
@@ -38,10 +48,17 @@ impl CutRule {
             Self::Empty => "empty",
             Self::TooLong => "too_long",
             Self::Blocked => "blocked_value",
+            Self::Invalid => "invalid",
             Self::TypeLimit => "type_limit",
             Self::MergeCap => "merge_cap",
             Self::IdentifierCap => "identifier_cap",
         }
+    }
+
+    /// True for the rules that depend on the graph (limits and caps), as
+    /// opposed to the value alone.
+    pub fn is_graph_rule(self) -> bool {
+        matches!(self, Self::TypeLimit | Self::MergeCap | Self::IdentifierCap)
     }
 }
 
@@ -59,6 +76,10 @@ pub struct Merge {
     pub from: String,
     pub into: String,
     pub message_id: String,
+    /// The event's timestamp (µs).
+    pub at: i64,
+    /// Type of an identifier of the event that belonged to `from`.
+    pub linked_by: String,
 }
 
 /// What observing one event did.
@@ -70,12 +91,50 @@ pub struct Resolution {
     pub cuts: Vec<Cut>,
 }
 
+/// One identifier of a saved graph (a row of `identities`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRow {
+    pub kind: String,
+    pub value: String,
+    pub profile_id: String,
+    /// µs since the epoch of the first and last event that linked it.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The event that attached it to its profile.
+    pub linked_by: String,
+}
+
+const NO_PROFILE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Ident {
+    kind: u16,
+    value: Box<str>,
+    /// Profile slot, or `NO_PROFILE` when never linked.
+    slot: u32,
+    first_seen: i64,
+    last_seen: i64,
+    linked_by: Box<str>,
+    /// Carried by an event of a previous run (restored), linked or not.
+    restored: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Profile {
-    id: String,
-    counts: BTreeMap<String, usize>,
-    identifiers: usize,
-    merges: usize,
+    id: uuid::Uuid,
+    /// `(timestamp, message_id)` of the event that created it: the older survives a merge.
+    created: (i64, Box<str>),
+    /// Identifiers per type index.
+    counts: Vec<(u16, u32)>,
+    identifiers: u32,
+    merges: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Kind {
+    name: String,
+    limit: usize,
+    rank: (usize, String),
 }
 
 /// Profiles and the identifiers that belong to them.
@@ -95,9 +154,21 @@ struct Profile {
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
     rules: Rules,
-    index: HashMap<Identifier, u32>,
+    hasher: DefaultHashBuilder,
+    kinds: Vec<Kind>,
+    table: HashTable<u32>,
+    idents: Vec<Ident>,
     parent: Vec<u32>,
     profiles: Vec<Profile>,
+    /// Latest event timestamp observed (µs), `i64::MIN` when none.
+    high_water: i64,
+}
+
+fn hash_key(hasher: &DefaultHashBuilder, kind: u16, value: &str) -> u64 {
+    let mut h = hasher.build_hasher();
+    kind.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
 }
 
 impl IdentityGraph {
@@ -105,15 +176,86 @@ impl IdentityGraph {
     pub fn new(rules: Rules) -> Self {
         Self {
             rules,
-            index: HashMap::new(),
+            hasher: DefaultHashBuilder::default(),
+            kinds: Vec::new(),
+            table: HashTable::new(),
+            idents: Vec::new(),
             parent: Vec::new(),
             profiles: Vec::new(),
+            high_water: i64::MIN,
         }
     }
 
     /// The rules in force.
     pub fn rules(&self) -> &Rules {
         &self.rules
+    }
+
+    /// Latest event timestamp observed or restored (µs), if any.
+    pub fn high_water(&self) -> Option<i64> {
+        (self.high_water != i64::MIN).then_some(self.high_water)
+    }
+
+    /// The type index of `name`, added if new.
+    pub fn kind_index(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.kinds.iter().position(|k| k.name == name) {
+            return i as u16;
+        }
+        self.kinds.push(Kind {
+            name: name.to_string(),
+            limit: self.rules.limit(name),
+            rank: self.rules.rank(name),
+        });
+        (self.kinds.len() - 1) as u16
+    }
+
+    /// The name of type index `kind`.
+    pub fn kind_name(&self, kind: u16) -> &str {
+        &self.kinds[kind as usize].name
+    }
+
+    /// The index of an identifier, interning it (unlinked) if new.
+    pub fn intern(&mut self, kind: u16, value: &str) -> u32 {
+        let hash = hash_key(&self.hasher, kind, value);
+        let idents = &self.idents;
+        if let Some(&i) = self.table.find(hash, |&i| {
+            let id = &idents[i as usize];
+            id.kind == kind && &*id.value == value
+        }) {
+            return i;
+        }
+        let i = self.idents.len() as u32;
+        self.idents.push(Ident {
+            kind,
+            value: value.into(),
+            slot: NO_PROFILE,
+            first_seen: i64::MAX,
+            last_seen: i64::MIN,
+            linked_by: "".into(),
+            restored: false,
+        });
+        let (idents, hasher) = (&self.idents, &self.hasher);
+        self.table.insert_unique(hash, i, |&j| {
+            let id = &idents[j as usize];
+            hash_key(hasher, id.kind, &id.value)
+        });
+        i
+    }
+
+    fn lookup(&self, kind: &str, value: &str) -> Option<u32> {
+        let kind = self.kinds.iter().position(|k| k.name == kind)? as u16;
+        let hash = hash_key(&self.hasher, kind, value);
+        self.table
+            .find(hash, |&i| {
+                let id = &self.idents[i as usize];
+                id.kind == kind && &*id.value == value
+            })
+            .copied()
+    }
+
+    /// True when the identifier was carried by an event of a previous run.
+    pub fn is_restored(&self, ident: u32) -> bool {
+        self.idents[ident as usize].restored
     }
 
     fn find(&mut self, mut slot: u32) -> u32 {
@@ -129,99 +271,167 @@ impl IdentityGraph {
         root
     }
 
-    /// Add one event's identifiers. Events must come in `(timestamp,
-    /// message_id)` order for the grouping to be independent of arrival order.
+    fn identifier(&self, ident: u32) -> Identifier {
+        let id = &self.idents[ident as usize];
+        Identifier::new(self.kinds[id.kind as usize].name.as_str(), &*id.value)
+    }
+
+    /// Add one event's identifiers (checked against the value rules first).
+    /// Events must come in `(timestamp, message_id)` order for the grouping
+    /// to be independent of arrival order.
     pub fn observe(&mut self, obs: &Observation) -> Resolution {
-        let mut res = Resolution::default();
-        let mut ids: Vec<Identifier> = Vec::with_capacity(obs.identifiers.len());
+        let mut cuts = Vec::new();
+        let mut ids = Vec::with_capacity(obs.identifiers.len());
         for id in &obs.identifiers {
             let id = Identifier::new(id.kind.trim(), id.value.trim());
             match self.rules.admit(&id) {
-                Ok(()) if !ids.contains(&id) => ids.push(id),
-                Ok(()) => {}
-                Err(rule) => res.cuts.push(Cut {
+                Ok(()) => {
+                    let kind = self.kind_index(&id.kind);
+                    ids.push(self.intern(kind, &id.value));
+                }
+                Err(rule) => cuts.push(Cut {
                     identifier: id,
                     rule,
                     message_id: obs.message_id.clone(),
                 }),
             }
         }
-        ids.sort_by(|a, b| {
-            self.rules
-                .rank(&a.kind)
-                .cmp(&self.rules.rank(&b.kind))
-                .then_with(|| a.value.cmp(&b.value))
-        });
+        let mut res = Resolution::default();
+        if let Some(slot) = self.link(obs.timestamp, &obs.message_id, &mut ids, &mut res) {
+            let root = self.find(slot);
+            res.profile = Some(self.profiles[root as usize].id.to_string());
+        }
+        cuts.append(&mut res.cuts);
+        res.cuts = cuts;
+        res
+    }
 
+    /// Add one event whose identifiers were admitted and interned already.
+    /// `ids` is reordered (priority order) and deduplicated in place. The
+    /// event's profile is not filled in (see [`IdentityGraph::observe`]).
+    pub fn observe_interned(
+        &mut self,
+        timestamp: i64,
+        message_id: &str,
+        ids: &mut Vec<u32>,
+    ) -> Resolution {
+        let mut res = Resolution::default();
+        self.link(timestamp, message_id, ids, &mut res);
+        res
+    }
+
+    fn link(
+        &mut self,
+        timestamp: i64,
+        message_id: &str,
+        ids: &mut Vec<u32>,
+        res: &mut Resolution,
+    ) -> Option<u32> {
+        self.high_water = self.high_water.max(timestamp);
+        ids.sort_unstable_by(|&a, &b| {
+            let (ia, ib) = (&self.idents[a as usize], &self.idents[b as usize]);
+            self.kinds[ia.kind as usize]
+                .rank
+                .cmp(&self.kinds[ib.kind as usize].rank)
+                .then_with(|| ia.value.cmp(&ib.value))
+        });
+        ids.dedup();
+        let mut roots: Vec<(u32, u32)> = Vec::with_capacity(ids.len());
         loop {
             if ids.is_empty() {
-                return res;
+                return None;
             }
-            let mut roots: Vec<u32> = Vec::new();
-            let mut fresh: Vec<&Identifier> = Vec::new();
-            for id in &ids {
-                match self.index.get(id).copied() {
-                    Some(slot) => {
-                        let root = self.find(slot);
-                        if !roots.contains(&root) {
-                            roots.push(root);
-                        }
+            roots.clear();
+            let mut fresh = 0usize;
+            for &i in ids.iter() {
+                let slot = self.idents[i as usize].slot;
+                if slot == NO_PROFILE {
+                    fresh += 1;
+                } else {
+                    let root = self.find(slot);
+                    if !roots.iter().any(|&(r, _)| r == root) {
+                        roots.push((root, i));
                     }
-                    None => fresh.push(id),
                 }
             }
-            roots.sort_unstable();
-            match self.check(&roots, &fresh) {
-                Ok(()) => {
-                    let fresh: Vec<Identifier> = fresh.into_iter().cloned().collect();
-                    let survivor = match roots.first() {
-                        Some(&r) => r,
-                        None => self.new_profile(obs, &ids[0]),
-                    };
-                    for &other in roots.iter().skip(1) {
-                        self.absorb(survivor, other, &obs.message_id, &mut res);
-                    }
-                    for id in fresh {
-                        let p = &mut self.profiles[survivor as usize];
-                        *p.counts.entry(id.kind.clone()).or_default() += 1;
-                        p.identifiers += 1;
-                        self.index.insert(id, survivor);
-                    }
-                    res.profile = Some(self.profiles[survivor as usize].id.clone());
-                    return res;
-                }
+            match self.check(&roots, ids, fresh) {
+                Ok(()) => break,
                 Err(rule) => {
                     // Drop the event's lowest-priority identifier and retry.
                     if let Some(dropped) = ids.pop() {
                         res.cuts.push(Cut {
-                            identifier: dropped,
+                            identifier: self.identifier(dropped),
                             rule,
-                            message_id: obs.message_id.clone(),
+                            message_id: message_id.to_string(),
                         });
                     }
                 }
             }
         }
+        // The oldest profile survives.
+        roots.sort_by(|a, b| {
+            let (pa, pb) = (&self.profiles[a.0 as usize], &self.profiles[b.0 as usize]);
+            pa.created.cmp(&pb.created)
+        });
+        let survivor = match roots.first() {
+            Some(&(r, _)) => r,
+            None => self.new_profile(timestamp, message_id, ids[0]),
+        };
+        for &(other, via) in roots.iter().skip(1) {
+            let linked_by = self.kinds[self.idents[via as usize].kind as usize]
+                .name
+                .clone();
+            let merge = self.absorb(survivor, other, timestamp, message_id, linked_by);
+            res.merges.push(merge);
+        }
+        for &i in ids.iter() {
+            let id = &mut self.idents[i as usize];
+            if id.slot == NO_PROFILE {
+                id.slot = survivor;
+                id.first_seen = timestamp;
+                id.linked_by = message_id.into();
+                let kind = id.kind;
+                let p = &mut self.profiles[survivor as usize];
+                match p.counts.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => p.counts.push((kind, 1)),
+                }
+                p.identifiers += 1;
+            }
+            let id = &mut self.idents[i as usize];
+            id.last_seen = id.last_seen.max(timestamp);
+        }
+        Some(survivor)
     }
 
-    /// Would joining `roots` and adding `fresh` break a limit or a cap?
-    fn check(&self, roots: &[u32], fresh: &[&Identifier]) -> Result<(), CutRule> {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut total = 0usize;
+    /// Would joining `roots` and adding the `fresh` identifiers of `ids` break
+    /// a limit or a cap?
+    fn check(&self, roots: &[(u32, u32)], ids: &[u32], fresh: usize) -> Result<(), CutRule> {
+        let mut counts: Vec<(u16, usize)> = Vec::with_capacity(8);
+        let mut add = |kind: u16, n: usize| match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, c)) => *c += n,
+            None => counts.push((kind, n)),
+        };
+        let mut total = fresh;
         let mut merges = roots.len().saturating_sub(1);
-        for &r in roots {
+        for &(r, _) in roots {
             let p = &self.profiles[r as usize];
-            for (k, n) in &p.counts {
-                *counts.entry(k.as_str()).or_default() += n;
+            for &(k, n) in &p.counts {
+                add(k, n as usize);
             }
-            total += p.identifiers;
-            merges += p.merges;
+            total += p.identifiers as usize;
+            merges += p.merges as usize;
         }
-        for id in fresh {
-            *counts.entry(id.kind.as_str()).or_default() += 1;
-            total += 1;
+        for &i in ids {
+            let id = &self.idents[i as usize];
+            if id.slot == NO_PROFILE {
+                add(id.kind, 1);
+            }
         }
-        if counts.iter().any(|(k, n)| *n > self.rules.limit(k)) {
+        if counts
+            .iter()
+            .any(|&(k, n)| n > self.kinds[k as usize].limit)
+        {
             return Err(CutRule::TypeLimit);
         }
         if merges > self.rules.max_merges {
@@ -233,13 +443,13 @@ impl IdentityGraph {
         Ok(())
     }
 
-    fn new_profile(&mut self, obs: &Observation, first: &Identifier) -> u32 {
+    fn new_profile(&mut self, timestamp: i64, message_id: &str, first: u32) -> u32 {
         let slot = self.profiles.len() as u32;
-        let seed = format!("{}\u{0}{first}", obs.message_id);
-        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string();
+        let seed = format!("{message_id}\u{0}{}", self.identifier(first));
         self.profiles.push(Profile {
-            id,
-            counts: BTreeMap::new(),
+            id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()),
+            created: (timestamp, message_id.into()),
+            counts: Vec::new(),
             identifiers: 0,
             merges: 0,
         });
@@ -247,39 +457,83 @@ impl IdentityGraph {
         slot
     }
 
-    fn absorb(&mut self, survivor: u32, other: u32, message_id: &str, res: &mut Resolution) {
+    fn absorb(
+        &mut self,
+        survivor: u32,
+        other: u32,
+        at: i64,
+        message_id: &str,
+        linked_by: String,
+    ) -> Merge {
         self.parent[other as usize] = survivor;
-        let absorbed = self.profiles[other as usize].clone();
+        let absorbed = std::mem::take(&mut self.profiles[other as usize].counts);
+        let (a_ids, a_merges, a_id) = {
+            let o = &self.profiles[other as usize];
+            (o.identifiers, o.merges, o.id)
+        };
         let p = &mut self.profiles[survivor as usize];
-        for (k, n) in absorbed.counts {
-            *p.counts.entry(k).or_default() += n;
+        for (k, n) in absorbed {
+            match p.counts.iter_mut().find(|(kk, _)| *kk == k) {
+                Some((_, c)) => *c += n,
+                None => p.counts.push((k, n)),
+            }
         }
-        p.identifiers += absorbed.identifiers;
-        p.merges += absorbed.merges + 1;
-        res.merges.push(Merge {
-            from: absorbed.id,
-            into: p.id.clone(),
+        p.identifiers += a_ids;
+        p.merges += a_merges + 1;
+        Merge {
+            from: a_id.to_string(),
+            into: p.id.to_string(),
             message_id: message_id.to_string(),
-        });
+            at,
+            linked_by,
+        }
     }
 
     /// The profile an identifier belongs to now.
     pub fn profile_of(&mut self, id: &Identifier) -> Option<String> {
-        let slot = *self.index.get(id)?;
+        let i = self.lookup(&id.kind, &id.value)?;
+        let slot = self.idents[i as usize].slot;
+        if slot == NO_PROFILE {
+            return None;
+        }
         let root = self.find(slot);
-        Some(self.profiles[root as usize].id.clone())
+        Some(self.profiles[root as usize].id.to_string())
     }
 
-    /// Every identifier with its current profile, sorted by identifier.
+    /// Every linked identifier with its current profile, sorted by identifier.
     pub fn identifiers(&mut self) -> Vec<(Identifier, String)> {
-        let mut entries: Vec<(Identifier, u32)> =
-            self.index.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        entries.sort();
-        entries
+        self.identities()
             .into_iter()
-            .map(|(id, slot)| {
+            .map(|r| (Identifier::new(r.kind, r.value), r.profile_id))
+            .collect()
+    }
+
+    /// Every linked identifier as a row of `identities`, sorted by type then value.
+    pub fn identities(&mut self) -> Vec<IdentityRow> {
+        let mut order: Vec<u32> = (0..self.idents.len() as u32)
+            .filter(|&i| self.idents[i as usize].slot != NO_PROFILE)
+            .collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (ia, ib) = (&self.idents[a as usize], &self.idents[b as usize]);
+            self.kinds[ia.kind as usize]
+                .name
+                .cmp(&self.kinds[ib.kind as usize].name)
+                .then_with(|| ia.value.cmp(&ib.value))
+        });
+        order
+            .into_iter()
+            .map(|i| {
+                let slot = self.idents[i as usize].slot;
                 let root = self.find(slot);
-                (id, self.profiles[root as usize].id.clone())
+                let id = &self.idents[i as usize];
+                IdentityRow {
+                    kind: self.kinds[id.kind as usize].name.clone(),
+                    value: id.value.to_string(),
+                    profile_id: self.profiles[root as usize].id.to_string(),
+                    first_seen: id.first_seen,
+                    last_seen: id.last_seen,
+                    linked_by: id.linked_by.to_string(),
+                }
             })
             .collect()
     }
@@ -289,6 +543,62 @@ impl IdentityGraph {
         (0..self.parent.len() as u32)
             .filter(|&s| self.find(s) == s)
             .count()
+    }
+
+    /// Rebuild a graph saved by a previous run: its `identities` rows, the
+    /// number of merges each live profile absorbed, and the identifiers that
+    /// earlier events carried but no profile holds (cut by a limit or cap).
+    pub fn restore(
+        rules: Rules,
+        identities: impl IntoIterator<Item = IdentityRow>,
+        merges: impl Fn(&str) -> u32,
+        unlinked: impl IntoIterator<Item = Identifier>,
+    ) -> Self {
+        let mut g = Self::new(rules);
+        let mut slots: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        for row in identities {
+            let kind = g.kind_index(&row.kind);
+            let i = g.intern(kind, &row.value);
+            let slot = *slots.entry(row.profile_id.clone()).or_insert_with(|| {
+                let slot = g.profiles.len() as u32;
+                let id = uuid::Uuid::parse_str(&row.profile_id).unwrap_or_else(|_| {
+                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, row.profile_id.as_bytes())
+                });
+                g.profiles.push(Profile {
+                    id,
+                    created: (i64::MAX, "".into()),
+                    counts: Vec::new(),
+                    identifiers: 0,
+                    merges: merges(&row.profile_id),
+                });
+                g.parent.push(slot);
+                slot
+            });
+            g.high_water = g.high_water.max(row.last_seen);
+            let p = &mut g.profiles[slot as usize];
+            // The profile's creating event is the first that linked any of its identifiers.
+            let key = (row.first_seen, row.linked_by.as_str());
+            if key < (p.created.0, &*p.created.1) {
+                p.created = (row.first_seen, row.linked_by.as_str().into());
+            }
+            match p.counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => p.counts.push((kind, 1)),
+            }
+            p.identifiers += 1;
+            let id = &mut g.idents[i as usize];
+            id.slot = slot;
+            id.first_seen = row.first_seen;
+            id.last_seen = row.last_seen;
+            id.linked_by = row.linked_by.into();
+            id.restored = true;
+        }
+        for id in unlinked {
+            let kind = g.kind_index(&id.kind);
+            let i = g.intern(kind, &id.value);
+            g.idents[i as usize].restored = true;
+        }
+        g
     }
 }
 
@@ -304,217 +614,4 @@ pub fn resolve_in_order(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rules::{ANONYMOUS_ID, DEVICE_ID, EMAIL, USER_ID};
-
-    fn obs(t: i64, ids: &[(&str, &str)]) -> Observation {
-        Observation {
-            timestamp: t,
-            message_id: format!("m{t}"),
-            identifiers: ids.iter().map(|(k, v)| Identifier::new(*k, *v)).collect(),
-        }
-    }
-
-    fn same(g: &mut IdentityGraph, a: (&str, &str), b: (&str, &str)) -> bool {
-        let pa = g.profile_of(&Identifier::new(a.0, a.1));
-        pa.is_some() && pa == g.profile_of(&Identifier::new(b.0, b.1))
-    }
-
-    #[test]
-    fn login_links_devices_and_the_older_profile_survives() {
-        let mut g = IdentityGraph::new(Rules::default());
-        let web = g
-            .observe(&obs(1, &[(ANONYMOUS_ID, "web")]))
-            .profile
-            .unwrap();
-        let app = g
-            .observe(&obs(2, &[(ANONYMOUS_ID, "app")]))
-            .profile
-            .unwrap();
-        assert_ne!(web, app);
-        g.observe(&obs(3, &[(USER_ID, "u1"), (ANONYMOUS_ID, "web")]));
-        let r = g.observe(&obs(4, &[(USER_ID, "u1"), (ANONYMOUS_ID, "app")]));
-        assert_eq!(r.profile.as_deref(), Some(web.as_str()));
-        assert_eq!(
-            r.merges,
-            vec![Merge {
-                from: app,
-                into: web,
-                message_id: "m4".into()
-            }]
-        );
-        assert_eq!(g.profile_count(), 1);
-    }
-
-    #[test]
-    fn shared_device_never_merges_two_users() {
-        let mut g = IdentityGraph::new(Rules::default());
-        g.observe(&obs(
-            1,
-            &[
-                (USER_ID, "alice"),
-                (ANONYMOUS_ID, "kiosk"),
-                (DEVICE_ID, "tablet"),
-            ],
-        ));
-        let r = g.observe(&obs(
-            2,
-            &[
-                (USER_ID, "bob"),
-                (ANONYMOUS_ID, "kiosk"),
-                (DEVICE_ID, "tablet"),
-            ],
-        ));
-        assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
-        // The lowest-priority identifiers were dropped one by one, then bob got his own profile.
-        let cut: Vec<(&str, CutRule)> = r
-            .cuts
-            .iter()
-            .map(|c| (c.identifier.kind.as_str(), c.rule))
-            .collect();
-        assert_eq!(
-            cut,
-            vec![
-                (DEVICE_ID, CutRule::TypeLimit),
-                (ANONYMOUS_ID, CutRule::TypeLimit)
-            ]
-        );
-        assert!(r.merges.is_empty());
-    }
-
-    #[test]
-    fn junk_email_shared_by_two_users_is_cut_for_the_second() {
-        let mut g = IdentityGraph::new(Rules::default());
-        g.observe(&obs(1, &[(USER_ID, "alice"), (EMAIL, "test@test.com")]));
-        let r = g.observe(&obs(2, &[(USER_ID, "bob"), (EMAIL, "test@test.com")]));
-        assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
-        assert_eq!(
-            r.cuts[0].identifier,
-            Identifier::new(EMAIL, "test@test.com")
-        );
-    }
-
-    #[test]
-    fn blocked_values_link_nothing() {
-        let mut g = IdentityGraph::new(Rules::default());
-        g.observe(&obs(1, &[(USER_ID, "alice"), (ANONYMOUS_ID, "undefined")]));
-        let r = g.observe(&obs(2, &[(USER_ID, "bob"), (ANONYMOUS_ID, "undefined")]));
-        assert_eq!(r.cuts[0].rule, CutRule::Blocked);
-        assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
-        let r = g.observe(&obs(3, &[(ANONYMOUS_ID, "0000-0000")]));
-        assert_eq!(r.profile, None);
-    }
-
-    #[test]
-    fn type_limit_caps_anonymous_ids() {
-        let rules = Rules {
-            default_limit: 2,
-            ..Rules::default()
-        };
-        let mut g = IdentityGraph::new(rules);
-        for (t, a) in [(1, "a1"), (2, "a2"), (3, "a3")] {
-            g.observe(&obs(t, &[(USER_ID, "u"), (ANONYMOUS_ID, a)]));
-        }
-        assert!(same(&mut g, (USER_ID, "u"), (ANONYMOUS_ID, "a2")));
-        assert!(!same(&mut g, (USER_ID, "u"), (ANONYMOUS_ID, "a3")));
-        assert_eq!(g.profile_of(&Identifier::new(ANONYMOUS_ID, "a3")), None);
-    }
-
-    #[test]
-    fn merge_cap_stops_chains() {
-        let rules = Rules {
-            max_merges: 1,
-            default_limit: 100,
-            ..Rules::default()
-        };
-        let mut g = IdentityGraph::new(rules);
-        for (t, a) in [(1, "a1"), (2, "a2"), (3, "a3")] {
-            g.observe(&obs(t, &[(ANONYMOUS_ID, a)]));
-        }
-        g.observe(&obs(
-            4,
-            &[(EMAIL, "e"), (ANONYMOUS_ID, "a1"), (ANONYMOUS_ID, "a2")],
-        ));
-        let r = g.observe(&obs(5, &[(EMAIL, "e"), (ANONYMOUS_ID, "a3")]));
-        assert_eq!(r.cuts[0].rule, CutRule::MergeCap);
-        assert_eq!(g.profile_count(), 2);
-    }
-
-    /// A small random world: people with devices and logins, shared devices, junk emails.
-    fn random_events(seed: u64) -> Vec<Observation> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut out = Vec::new();
-        for i in 0..400 {
-            let person = rng.random_range(0..60);
-            let mut ids = vec![(
-                ANONYMOUS_ID.to_string(),
-                format!("a{person}-{}", rng.random_range(0..3)),
-            )];
-            if rng.random_bool(0.5) {
-                ids.push((USER_ID.into(), format!("u{person}")));
-            }
-            if rng.random_bool(0.3) {
-                let email = if rng.random_bool(0.1) {
-                    "test@test.com".to_string()
-                } else {
-                    format!("p{person}@x.org")
-                };
-                ids.push((EMAIL.into(), email));
-            }
-            if rng.random_bool(0.05) {
-                ids.push((DEVICE_ID.into(), "kiosk".into()));
-            }
-            out.push(Observation {
-                timestamp: rng.random_range(0..1000),
-                message_id: format!("m{i:04}"),
-                identifiers: ids
-                    .into_iter()
-                    .map(|(k, v)| Identifier::new(k, v))
-                    .collect(),
-            });
-        }
-        out
-    }
-
-    fn grouping(g: &mut IdentityGraph) -> Vec<Vec<Identifier>> {
-        let mut by_profile: BTreeMap<String, Vec<Identifier>> = BTreeMap::new();
-        for (id, p) in g.identifiers() {
-            by_profile.entry(p).or_default().push(id);
-        }
-        let mut groups: Vec<Vec<Identifier>> = by_profile.into_values().collect();
-        groups.sort();
-        groups
-    }
-
-    #[test]
-    fn grouping_does_not_depend_on_arrival_order() {
-        use rand::SeedableRng;
-        use rand::seq::SliceRandom;
-        for seed in 0..20 {
-            let events = random_events(seed);
-            let (mut g1, _) = resolve_in_order(Rules::default(), events.clone());
-            let mut shuffled = events;
-            shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000));
-            let (mut g2, _) = resolve_in_order(Rules::default(), shuffled);
-            assert_eq!(grouping(&mut g1), grouping(&mut g2), "seed {seed}");
-            // Same events, same profile ids.
-            assert_eq!(g1.identifiers(), g2.identifiers(), "seed {seed}");
-        }
-    }
-
-    #[test]
-    fn no_profile_ever_holds_two_user_ids() {
-        for seed in 0..20 {
-            let (mut g, _) = resolve_in_order(Rules::default(), random_events(seed));
-            let mut users: BTreeMap<String, usize> = BTreeMap::new();
-            for (id, p) in g.identifiers() {
-                if id.kind == USER_ID {
-                    *users.entry(p).or_default() += 1;
-                }
-            }
-            assert!(users.values().all(|&n| n == 1), "seed {seed}: {users:?}");
-        }
-    }
-}
+mod tests;

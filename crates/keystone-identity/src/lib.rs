@@ -20,13 +20,15 @@
 //! ([`resolve_in_order`] sorts them) so that the grouping does not depend on
 //! arrival order.
 //!
-//! This crate is the algorithm only: the `keystone resolve` command, the
-//! `identities` / `profiles` tables and incremental runs are not built yet.
+//! This crate is the algorithm only; `keystone_engine::resolve` reads events
+//! from the lake, feeds the graph and writes the `identities` tables.
 
 pub mod extract;
 pub mod graph;
 pub mod rules;
 
-pub use extract::{Identifier, extract_identifiers};
-pub use graph::{Cut, CutRule, IdentityGraph, Merge, Observation, Resolution, resolve_in_order};
+pub use extract::{EventIds, Identifier, extract_identifiers, extract_with};
+pub use graph::{
+    Cut, CutRule, IdentityGraph, IdentityRow, Merge, Observation, Resolution, resolve_in_order,
+};
 pub use rules::Rules;

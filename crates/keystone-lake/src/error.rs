@@ -15,6 +15,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A state file under `_keystone/` could not be read or written.
+    #[error("lake state `_keystone/{name}`: {reason}")]
+    State { name: String, reason: String },
+
     /// A Delta operation on `table` failed.
     #[error("table `{table}`: {source}")]
     Delta {

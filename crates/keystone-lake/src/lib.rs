@@ -8,7 +8,8 @@
 //! ```text
 //!  <root>/events/            Delta, partitioned by event_date
 //!  <root>/quarantine/        Delta, partitioned by event_date
-//!  <root>/…                  the other tables of DESIGN.md, as they arrive
+//!  <root>/identities/, profile_merges/, identity_audit/, profiles/   written by resolve
+//!  <root>/_keystone/          Keystone's own state (resolution rules in force, …)
 //! ```
 //!
 //! * [`Lake`] — resolves the root, its storage options, and each table's URL;
@@ -20,12 +21,15 @@
 mod append;
 mod error;
 mod lake;
+mod rewrite;
 mod tables;
 
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
 pub use lake::Lake;
-pub use tables::{EVENTS, QUARANTINE, TABLES, TableSpec};
+pub use tables::{
+    EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, TABLES, TableSpec,
+};
 
 /// Re-exported so that callers name Delta types through one path.
 pub use deltalake;

@@ -1,7 +1,10 @@
 //! The tables Keystone keeps in the lake.
 
 use arrow::datatypes::SchemaRef;
-use keystone_core::schema::{EVENT_DATE, events_schema, quarantine_schema};
+use keystone_core::schema::{
+    EVENT_DATE, events_schema, identities_schema, identity_audit_schema, profile_merges_schema,
+    profiles_schema, quarantine_schema,
+};
 
 /// Name, schema and partition columns of one lake table.
 #[derive(Debug, Clone)]
@@ -28,5 +31,44 @@ pub const QUARANTINE: TableSpec = TableSpec {
     description: "one row per rejected input row: file, line, raw text and reason",
 };
 
+/// One row per identifier, with its profile (written by `keystone resolve`).
+pub const IDENTITIES: TableSpec = TableSpec {
+    name: "identities",
+    schema: identities_schema,
+    partition_columns: &[],
+    description: "one row per identifier: type, value, profile, first and last seen, linking event",
+};
+
+/// One row per profile absorbed into an older one.
+pub const PROFILE_MERGES: TableSpec = TableSpec {
+    name: "profile_merges",
+    schema: profile_merges_schema,
+    partition_columns: &[],
+    description: "one row per merge: the absorbed profile, the survivor, when, and the event",
+};
+
+/// One row per identifier a resolution rule cut.
+pub const IDENTITY_AUDIT: TableSpec = TableSpec {
+    name: "identity_audit",
+    schema: identity_audit_schema,
+    partition_columns: &[],
+    description: "one row per identifier cut by a rule: identifier, event, rule",
+};
+
+/// One row per person: identifiers, counts, traits, computed traits, RFM.
+pub const PROFILES: TableSpec = TableSpec {
+    name: "profiles",
+    schema: profiles_schema,
+    partition_columns: &[],
+    description: "one row per profile: identifiers, activity, latest traits, computed traits, RFM scores",
+};
+
 /// Every table this version of Keystone writes.
-pub const TABLES: &[TableSpec] = &[EVENTS, QUARANTINE];
+pub const TABLES: &[TableSpec] = &[
+    EVENTS,
+    QUARANTINE,
+    IDENTITIES,
+    PROFILE_MERGES,
+    IDENTITY_AUDIT,
+    PROFILES,
+];

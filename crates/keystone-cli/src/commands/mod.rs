@@ -3,5 +3,7 @@
 pub mod demo;
 pub mod gen_cmd;
 pub mod ingest;
+pub mod profile;
+pub mod resolve;
 pub mod sql;
 pub mod tables;

@@ -64,7 +64,7 @@ fn observations(dir: &Path) -> Vec<Observation> {
         out.push(Observation {
             timestamp: row.timestamp,
             message_id: row.message_id.clone(),
-            identifiers: extract_identifiers(&row, Some("FR")),
+            identifiers: extract_identifiers(&row, &fr_rules()),
         });
     }
     let mut store = csv::Reader::from_path(dir.join(STORE_FILE)).unwrap();
@@ -114,7 +114,7 @@ fn resolution_of_generated_people_meets_the_precision_and_recall_bar() {
 
     let events = observations(dir.path());
     let ceiling = score(&truth, &evidence_components(&events, &truth));
-    let (mut graph, _) = resolve_in_order(Rules::default(), events);
+    let (mut graph, _) = resolve_in_order(fr_rules(), events);
     let predicted: HashMap<Identifier, String> = graph.identifiers().into_iter().collect();
     let s = score(&truth, &predicted);
     let relative_recall = s.recall / ceiling.recall;
@@ -176,4 +176,11 @@ fn evidence_components(
             (k, root.to_string())
         })
         .collect()
+}
+
+fn fr_rules() -> Rules {
+    Rules {
+        default_region: Some("FR".into()),
+        ..Rules::default()
+    }
 }

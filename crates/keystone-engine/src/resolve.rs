@@ -1,0 +1,727 @@
+//! `keystone resolve`: feed new events to the identity graph, then rewrite
+//! `identities`, append `profile_merges` and `identity_audit`, and rebuild
+//! `profiles`.
+//!
+//! ```text
+//!  events (Delta v) ── files added since the watermark ──▶ extract + intern ──▶ sort (timestamp, message_id)
+//!                                                                    │
+//!  identities + profile_merges + identity_audit ──restore──▶ IdentityGraph ──observe──▶ merges, cuts
+//!                                                                    │
+//!  commit order: identity_audit, profile_merges, profiles, identities (carries the watermark)
+//! ```
+//!
+//! The watermark is the `events` version read, stored as the application
+//! transaction `keystone-resolve` of the `identities` commit, so it moves
+//! exactly when the graph does. A run killed before that last commit leaves
+//! the previous identities in force; the audit and merge rows it may have
+//! appended carry its `run_id` and are removed by the next run.
+//!
+//! Incremental runs give the same grouping as one run over all events as long
+//! as new events come after the ones already resolved. A new event older than
+//! the watermark's latest timestamp that carries an identifier already seen
+//! could have changed earlier decisions: the run then rebuilds from all events
+//! (and says so). The same happens when the rules change or when files were
+//! removed from `events` (compaction, erasure).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use keystone_core::schema::{
+    EVENT_DATE, events_schema, identities_schema, identity_audit_schema, profile_merges_schema,
+};
+use keystone_identity::{CutRule, Identifier, IdentityGraph, IdentityRow, Rules, extract_with};
+use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
+use keystone_lake::{EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PROFILES};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::profiles::{ComputedTrait, build_profiles};
+use crate::udf::{IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, most_frequent_udaf};
+use crate::{Error, Result};
+
+/// Application id of the transactions `resolve` records.
+pub const RESOLVE_APP_ID: &str = "keystone-resolve";
+/// State file with the rules and traits of the last run.
+pub const RESOLVE_STATE: &str = "identity.json";
+
+/// What `resolve` needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    pub rules: Rules,
+    /// Computed traits of `profiles`, in column order.
+    pub traits: Vec<ComputedTrait>,
+}
+
+/// Rules and traits in force, saved after each run (`_keystone/identity.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolveState {
+    pub rules: Rules,
+    pub traits: Vec<ComputedTrait>,
+    pub events_version: i64,
+}
+
+impl ResolveState {
+    /// The saved state, if a run finished.
+    pub async fn load(lake: &Lake) -> Result<Option<Self>> {
+        let Some(bytes) = lake.read_state(RESOLVE_STATE).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Resolve(format!("_keystone/{RESOLVE_STATE}: {e}")))
+    }
+}
+
+/// How a run went about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing new since the last run.
+    UpToDate,
+    /// Only the profiles were rebuilt (the computed traits changed).
+    ProfilesOnly,
+    /// New events added to the saved graph.
+    Incremental,
+    /// Everything rebuilt from all events, and why.
+    Full(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct ResolveReport {
+    pub mode: Mode,
+    /// The `events` version now resolved.
+    pub events_version: i64,
+    pub files_read: usize,
+    pub events_read: u64,
+    pub identifiers: u64,
+    pub profiles: u64,
+    pub merges: u64,
+    pub cuts: u64,
+    /// Seconds spent reading events, resolving, building profiles, committing.
+    pub read_secs: f64,
+    pub graph_secs: f64,
+    pub profile_secs: f64,
+    pub commit_secs: f64,
+}
+
+/// Progress of a run, for a bar or a log line.
+pub enum Progress<'a> {
+    Phase(&'a str),
+    EventsRead(u64),
+}
+
+/// Events as read: timestamps, message ids and interned identifiers, flat.
+#[derive(Default)]
+struct Events {
+    ts: Vec<i64>,
+    mids: String,
+    mid_ends: Vec<u64>,
+    ids: Vec<u32>,
+    id_ends: Vec<u64>,
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        self.ts.len()
+    }
+    fn mid(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.mid_ends[i - 1] as usize
+        };
+        &self.mids[start..self.mid_ends[i] as usize]
+    }
+    fn ids(&self, i: usize) -> &[u32] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.id_ends[i - 1] as usize
+        };
+        &self.ids[start..self.id_ends[i] as usize]
+    }
+}
+
+struct AuditRow {
+    kind: String,
+    value: String,
+    message_id: String,
+    rule: CutRule,
+    ts: i64,
+}
+
+/// Run identity resolution and rebuild profiles; see the module docs.
+pub async fn resolve(
+    lake: &Lake,
+    opts: &ResolveOptions,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<ResolveReport> {
+    opts.rules.validate().map_err(Error::Resolve)?;
+    let Some((events_version, files)) = lake.file_uris(&EVENTS, None).await? else {
+        return Err(Error::Resolve(
+            "no events table yet: load events with `keystone ingest` first".into(),
+        ));
+    };
+    let watermark = lake
+        .transaction_versions(&IDENTITIES, &[RESOLVE_APP_ID.to_string()])
+        .await?
+        .pop()
+        .flatten();
+    let saved = ResolveState::load(lake).await?;
+    let mut report = ResolveReport {
+        mode: Mode::UpToDate,
+        events_version,
+        files_read: 0,
+        events_read: 0,
+        identifiers: 0,
+        profiles: 0,
+        merges: 0,
+        cuts: 0,
+        read_secs: 0.0,
+        graph_secs: 0.0,
+        profile_secs: 0.0,
+        commit_secs: 0.0,
+    };
+
+    // Decide between nothing, profiles only, incremental and full.
+    let rules_same = saved.as_ref().is_some_and(|s| s.rules == opts.rules);
+    let traits_same = saved.as_ref().is_some_and(|s| s.traits == opts.traits);
+    let mut full_reason = match (watermark, &saved) {
+        (None, _) => Some("first run".to_string()),
+        (Some(_), None) => Some("no saved rules (an earlier run was interrupted)".to_string()),
+        (Some(_), Some(_)) if !rules_same => Some("the identity rules changed".to_string()),
+        _ => None,
+    };
+    let mut new_files = files.clone();
+    if full_reason.is_none()
+        && let Some(w) = watermark
+    {
+        if w == events_version {
+            if traits_same {
+                return Ok(report);
+            }
+            report.mode = Mode::ProfilesOnly;
+            new_files.clear();
+        } else {
+            let old: BTreeSet<String> = lake
+                .file_uris(&EVENTS, Some(w))
+                .await?
+                .map(|(_, f)| f.into_iter().collect())
+                .unwrap_or_default();
+            let now: BTreeSet<&String> = files.iter().collect();
+            if old.iter().any(|f| !now.contains(f)) {
+                full_reason =
+                    Some("files were removed from events (compaction or erasure)".to_string());
+            } else {
+                new_files = files
+                    .iter()
+                    .filter(|f| !old.contains(*f))
+                    .cloned()
+                    .collect();
+            }
+        }
+    }
+
+    let ctx = SessionContext::new();
+    let events_table = lake
+        .load(&EVENTS)
+        .await?
+        .ok_or_else(|| Error::Resolve("events table vanished".into()))?;
+    let store_url = events_table.log_store().root_url().as_object_store_url();
+    ctx.runtime_env().register_object_store(
+        store_url.as_ref(),
+        events_table.log_store().root_object_store(None),
+    );
+
+    // Restore the graph, or start afresh.
+    let mut graph = match full_reason {
+        None => {
+            progress(Progress::Phase("loading the identity graph"));
+            restore_graph(lake, &ctx, &opts.rules).await?
+        }
+        Some(_) => IdentityGraph::new(opts.rules.clone()),
+    };
+    let run_id = events_version;
+    let mut audit: Vec<AuditRow> = Vec::new();
+    let mut events = Events::default();
+    if report.mode != Mode::ProfilesOnly {
+        let t = Instant::now();
+        progress(Progress::Phase("reading events"));
+        let late = read_events(
+            &ctx,
+            &new_files,
+            &mut graph,
+            &mut events,
+            &mut audit,
+            full_reason.is_none(),
+            progress,
+        )
+        .await?;
+        if late > 0 {
+            full_reason = Some(format!(
+                "{late} new events are older than events already resolved and carry known identifiers"
+            ));
+            graph = IdentityGraph::new(opts.rules.clone());
+            events = Events::default();
+            audit.clear();
+            new_files = files.clone();
+            progress(Progress::Phase("reading all events (rebuild)"));
+            read_events(
+                &ctx,
+                &new_files,
+                &mut graph,
+                &mut events,
+                &mut audit,
+                false,
+                progress,
+            )
+            .await?;
+        }
+        report.files_read = new_files.len();
+        report.events_read = events.len() as u64;
+        report.read_secs = t.elapsed().as_secs_f64();
+        report.mode = match &full_reason {
+            Some(r) => Mode::Full(r.clone()),
+            None => Mode::Incremental,
+        };
+    }
+
+    // Observe in (timestamp, message_id) order.
+    let t = Instant::now();
+    progress(Progress::Phase("resolving identities"));
+    let mut order: Vec<u32> = (0..events.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        events.ts[a]
+            .cmp(&events.ts[b])
+            .then_with(|| events.mid(a).cmp(events.mid(b)))
+    });
+    let mut merges = Vec::new();
+    let mut scratch = Vec::with_capacity(8);
+    for &i in &order {
+        let i = i as usize;
+        scratch.clear();
+        scratch.extend_from_slice(events.ids(i));
+        let res = graph.observe_interned(events.ts[i], events.mid(i), &mut scratch);
+        merges.extend(res.merges);
+        for cut in res.cuts {
+            audit.push(AuditRow {
+                kind: cut.identifier.kind,
+                value: cut.identifier.value,
+                message_id: cut.message_id,
+                rule: cut.rule,
+                ts: events.ts[i],
+            });
+        }
+    }
+    drop(events);
+    let identities = graph.identities();
+    report.identifiers = identities.len() as u64;
+    report.merges = merges.len() as u64;
+    report.cuts = audit.len() as u64;
+    report.graph_secs = t.elapsed().as_secs_f64();
+    drop(graph);
+
+    // Profiles, from the new identities (not yet committed).
+    let t = Instant::now();
+    progress(Progress::Phase("building profiles"));
+    let identity_batches = identity_batches(&identities)?;
+    drop(identities);
+    let mem = MemTable::try_new(identities_schema(), vec![identity_batches.clone()])?;
+    ctx.register_table("identities", Arc::new(mem))?;
+    ctx.register_table(
+        "events",
+        events_table.table_provider().await.map_err(lake_err)?,
+    )?;
+    ctx.register_udf(identity_key_udf(opts.rules.clone()));
+    ctx.register_udaf(most_frequent_udaf());
+    datafusion_functions_json::register_all(&mut ctx.clone())?;
+    let profiles = build_profiles(&ctx, &opts.traits).await?;
+    report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
+    report.profile_secs = t.elapsed().as_secs_f64();
+
+    // Commit: audit, merges, profiles, then identities with the watermark.
+    let t = Instant::now();
+    progress(Progress::Phase("committing"));
+    let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
+    let meta = |what: &str| {
+        HashMap::from([
+            (
+                "operation".to_string(),
+                Value::from(format!("keystone resolve: {what}")),
+            ),
+            ("events_version".to_string(), Value::from(events_version)),
+        ])
+    };
+    let full = matches!(report.mode, Mode::Full(_));
+    let audit_batch = audit_batch(&audit, run_id)?;
+    let merge_batch = merge_batch(&merges, run_id)?;
+    for (spec, batch) in [
+        (&IDENTITY_AUDIT, audit_batch),
+        (&PROFILE_MERGES, merge_batch),
+    ] {
+        if full {
+            lake.overwrite(spec, vec![batch], txns.clone(), meta("rebuild"))
+                .await?;
+        } else if report.mode == Mode::Incremental {
+            // Rows of an interrupted run (after the watermark) go first.
+            let left = lake
+                .transaction_versions(spec, &[RESOLVE_APP_ID.to_string()])
+                .await?
+                .pop()
+                .flatten();
+            if let (Some(left), Some(w)) = (left, watermark)
+                && left > w
+            {
+                lake.delete_where(spec, &format!("run_id > {w}")).await?;
+            }
+            let mut append = lake.append(spec, txns.clone()).await?;
+            append.write(batch).await?;
+            append.commit(meta("incremental")).await?;
+        }
+    }
+    lake.overwrite(&PROFILES, profiles, txns.clone(), meta("profiles"))
+        .await?;
+    let mut identity_meta = meta("identities");
+    identity_meta.insert("mode".into(), Value::from(format!("{:?}", report.mode)));
+    lake.overwrite(
+        &IDENTITIES,
+        vec![concat(&identities_schema(), identity_batches)?],
+        txns,
+        identity_meta,
+    )
+    .await?;
+    let state = ResolveState {
+        rules: opts.rules.clone(),
+        traits: opts.traits.clone(),
+        events_version,
+    };
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Resolve(e.to_string()))?;
+    lake.write_state(RESOLVE_STATE, bytes).await?;
+    report.commit_secs = t.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn lake_err(e: datafusion::error::DataFusionError) -> Error {
+    Error::DataFusion(e)
+}
+
+fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    Ok(arrow::compute::concat_batches(schema, &batches)?)
+}
+
+/// Read `files` of `events`, interning admitted identifiers and auditing the
+/// others. With `check_late`, returns how many events are older than the
+/// graph's high-water mark and carry an identifier of an earlier run (and
+/// stops reading at the first).
+async fn read_events(
+    ctx: &SessionContext,
+    files: &[String],
+    graph: &mut IdentityGraph,
+    events: &mut Events,
+    audit: &mut Vec<AuditRow>,
+    check_late: bool,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<u64> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let urls = files
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let file_schema = Arc::new(arrow::datatypes::Schema::new(
+        events_schema()
+            .fields()
+            .iter()
+            .filter(|f| f.name() != EVENT_DATE)
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(file_schema);
+    let table = ListingTable::try_new(config)?;
+    let mut columns = vec!["\"timestamp\"".to_string(), "message_id".to_string()];
+    columns.extend(IDENTITY_KEY_ARGS.iter().map(|c| c.to_string()));
+    let df = ctx.read_table(Arc::new(table))?.select_columns(
+        &columns
+            .iter()
+            .map(|c| c.trim_matches('"'))
+            .collect::<Vec<_>>(),
+    )?;
+    let mut stream = df.execute_stream().await?;
+    let high_water = graph.high_water().unwrap_or(i64::MIN);
+    let rules = graph.rules().clone();
+    let mut late = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let ts = batch.column(0);
+        let ts = match ts.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            }
+            other => return Err(Error::Resolve(format!("events.timestamp has type {other}"))),
+        };
+        let mids = StrCol::new(batch.column(1).as_ref())?;
+        let cols = (2..batch.num_columns())
+            .map(|c| StrCol::new(batch.column(c).as_ref()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        for row in 0..batch.num_rows() {
+            let t = if ts.is_valid(row) { ts.value(row) } else { 0 };
+            let mid = mids.get(row).unwrap_or_default();
+            let mut known = false;
+            extract_with(
+                &event_ids(&cols, row),
+                &rules,
+                &mut |kind, value, verdict| match verdict {
+                    Ok(()) => {
+                        let k = graph.kind_index(kind);
+                        let i = graph.intern(k, &value);
+                        known |= graph.is_restored(i);
+                        events.ids.push(i);
+                    }
+                    Err(rule) => audit.push(AuditRow {
+                        kind: kind.to_string(),
+                        value: truncate(value.into_owned()),
+                        message_id: mid.to_string(),
+                        rule,
+                        ts: t,
+                    }),
+                },
+            );
+            if check_late && known && t <= high_water {
+                late += 1;
+            }
+            events.ts.push(t);
+            events.mids.push_str(mid);
+            events.mid_ends.push(events.mids.len() as u64);
+            events.id_ends.push(events.ids.len() as u64);
+        }
+        progress(Progress::EventsRead(events.len() as u64));
+        if late > 0 {
+            return Ok(late);
+        }
+    }
+    Ok(late)
+}
+
+/// Audit rows keep at most 1 KiB of a value (an over-long one is the reason it is there).
+fn truncate(mut value: String) -> String {
+    if value.len() > 1024 {
+        let mut end = 1024;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
+    }
+    value
+}
+
+/// Rebuild the graph saved by earlier runs.
+async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Result<IdentityGraph> {
+    let mut rows = Vec::new();
+    if let Some(table) = lake.load(&IDENTITIES).await? {
+        let df = ctx.read_table(table.table_provider().await.map_err(lake_err)?)?;
+        for batch in df.collect().await? {
+            let c = |n: &str| -> Result<StrCol<'_>> {
+                Ok(StrCol::new(
+                    batch
+                        .column_by_name(n)
+                        .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?
+                        .as_ref(),
+                )?)
+            };
+            let (kind, value, profile, linked) = (
+                c("identifier_type")?,
+                c("identifier")?,
+                c("profile_id")?,
+                c("linked_by")?,
+            );
+            let ts = |n: &str| -> Result<Vec<i64>> {
+                let a = batch
+                    .column_by_name(n)
+                    .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?;
+                let a = a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                Ok((0..a.len()).map(|i| a.value(i)).collect())
+            };
+            let (first, last) = (ts("first_seen")?, ts("last_seen")?);
+            for i in 0..batch.num_rows() {
+                rows.push(IdentityRow {
+                    kind: kind.get(i).unwrap_or_default().to_string(),
+                    value: value.get(i).unwrap_or_default().to_string(),
+                    profile_id: profile.get(i).unwrap_or_default().to_string(),
+                    first_seen: first[i],
+                    last_seen: last[i],
+                    linked_by: linked.get(i).unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+    // Merges absorbed per live profile: follow each chain to its end.
+    let mut into: HashMap<String, String> = HashMap::new();
+    if let Some(table) = lake.load(&PROFILE_MERGES).await? {
+        let df = ctx.read_table(table.table_provider().await.map_err(lake_err)?)?;
+        for batch in df.collect().await? {
+            let from = StrCol::new(batch.column(0).as_ref())?;
+            let to = StrCol::new(batch.column(1).as_ref())?;
+            for i in 0..batch.num_rows() {
+                if let (Some(f), Some(t)) = (from.get(i), to.get(i)) {
+                    into.insert(f.to_string(), t.to_string());
+                }
+            }
+        }
+    }
+    let mut merges: HashMap<String, u32> = HashMap::new();
+    for from in into.keys() {
+        let mut at = from;
+        let mut hops = 0;
+        while let Some(next) = into.get(at) {
+            at = next;
+            hops += 1;
+            if hops > into.len() {
+                break;
+            }
+        }
+        *merges.entry(at.clone()).or_default() += 1;
+    }
+    // Identifiers a limit or cap cut: seen, though in no profile.
+    let mut unlinked = Vec::new();
+    if let Some(table) = lake.load(&IDENTITY_AUDIT).await? {
+        let df = ctx
+            .read_table(table.table_provider().await.map_err(lake_err)?)?
+            .filter(
+                datafusion::prelude::col("rule").in_list(
+                    [
+                        CutRule::TypeLimit,
+                        CutRule::MergeCap,
+                        CutRule::IdentifierCap,
+                    ]
+                    .iter()
+                    .map(|r| datafusion::prelude::lit(r.as_str()))
+                    .collect(),
+                    false,
+                ),
+            )?
+            .select_columns(&["identifier_type", "identifier"])?
+            .distinct()?;
+        for batch in df.collect().await? {
+            let k = StrCol::new(batch.column(0).as_ref())?;
+            let v = StrCol::new(batch.column(1).as_ref())?;
+            for i in 0..batch.num_rows() {
+                if let (Some(k), Some(v)) = (k.get(i), v.get(i)) {
+                    unlinked.push(Identifier::new(k, v));
+                }
+            }
+        }
+    }
+    Ok(IdentityGraph::restore(
+        rules.clone(),
+        rows,
+        |p| merges.get(p).copied().unwrap_or(0),
+        unlinked,
+    ))
+}
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+fn identity_batches(rows: &[IdentityRow]) -> Result<Vec<RecordBatch>> {
+    let schema = identities_schema();
+    let mut out = Vec::new();
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let mut kind = StringBuilder::new();
+        let mut value = StringBuilder::new();
+        let mut profile = StringBuilder::new();
+        let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut linked = StringBuilder::new();
+        for r in chunk {
+            kind.append_value(&r.kind);
+            value.append_value(&r.value);
+            profile.append_value(&r.profile_id);
+            first.append_value(r.first_seen);
+            last.append_value(r.last_seen);
+            linked.append_value(&r.linked_by);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(kind.finish()),
+            Arc::new(value.finish()),
+            Arc::new(profile.finish()),
+            Arc::new(first.finish()),
+            Arc::new(last.finish()),
+            Arc::new(linked.finish()),
+        ];
+        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    if out.is_empty() {
+        out.push(RecordBatch::new_empty(schema));
+    }
+    Ok(out)
+}
+
+fn audit_batch(rows: &[AuditRow], run_id: i64) -> Result<RecordBatch> {
+    let mut kind = StringBuilder::new();
+    let mut value = StringBuilder::new();
+    let mut mid = StringBuilder::new();
+    let mut rule = StringBuilder::new();
+    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut run = Int64Builder::new();
+    for r in rows {
+        kind.append_value(&r.kind);
+        value.append_value(&r.value);
+        mid.append_value(&r.message_id);
+        rule.append_value(r.rule.as_str());
+        ts.append_value(r.ts);
+        run.append_value(run_id);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(kind.finish()),
+        Arc::new(value.finish()),
+        Arc::new(mid.finish()),
+        Arc::new(rule.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(run.finish()),
+    ];
+    Ok(RecordBatch::try_new(identity_audit_schema(), columns)?)
+}
+
+fn merge_batch(rows: &[keystone_identity::Merge], run_id: i64) -> Result<RecordBatch> {
+    let mut from = StringBuilder::new();
+    let mut into = StringBuilder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut reason = StringBuilder::new();
+    let mut mid = StringBuilder::new();
+    let mut run = Int64Builder::new();
+    for m in rows {
+        from.append_value(&m.from);
+        into.append_value(&m.into);
+        at.append_value(m.at);
+        reason.append_value(format!("linked by {}", m.linked_by));
+        mid.append_value(&m.message_id);
+        run.append_value(run_id);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(from.finish()),
+        Arc::new(into.finish()),
+        Arc::new(at.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(mid.finish()),
+        Arc::new(run.finish()),
+    ];
+    Ok(RecordBatch::try_new(profile_merges_schema(), columns)?)
+}

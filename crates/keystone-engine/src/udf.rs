@@ -1,0 +1,263 @@
+//! `identity_key(...)`: the identifier an event is resolved by.
+//!
+//! An event belongs to the profile of its highest-priority identifier that the
+//! value rules admit (the graph never cuts that one: on a conflict it drops
+//! the lowest-priority identifiers first). This function finds it with the
+//! same extraction and rules as `keystone resolve`, so `events_resolved` is
+//! one hash join of `events` with `identities`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
+use arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use keystone_identity::{EventIds, Rules, extract_with};
+
+/// The columns of `events` that `identity_key` takes, in order.
+pub const IDENTITY_KEY_ARGS: &[&str] = &[
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "email",
+    "phone",
+    "device_id",
+    "context",
+    "properties",
+    "traits",
+];
+
+/// One string column, whatever its Arrow string type.
+pub(crate) enum StrCol<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+    Null,
+}
+
+impl<'a> StrCol<'a> {
+    pub(crate) fn new(array: &'a dyn Array) -> Result<Self> {
+        Ok(match array.data_type() {
+            DataType::Utf8 => Self::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::Large(array.as_string::<i64>()),
+            DataType::Utf8View => Self::View(array.as_string_view()),
+            DataType::Null => Self::Null,
+            other => return exec_err!("expected a string column, got {other}"),
+        })
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::View(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::Null => None,
+        }
+    }
+}
+
+/// The identifiers of row `i` of the nine identity columns.
+pub(crate) fn event_ids<'a>(cols: &[StrCol<'a>], i: usize) -> EventIds<'a> {
+    EventIds {
+        user_id: cols[0].get(i),
+        anonymous_id: cols[1].get(i),
+        previous_id: cols[2].get(i),
+        email: cols[3].get(i),
+        phone: cols[4].get(i),
+        device_id: cols[5].get(i),
+        context: cols[6].get(i),
+        properties: cols[7].get(i),
+        traits: cols[8].get(i),
+    }
+}
+
+#[derive(Debug)]
+struct IdentityKey {
+    rules: Rules,
+    signature: Signature,
+    fields: Fields,
+}
+
+impl PartialEq for IdentityKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
+}
+
+impl Eq for IdentityKey {}
+
+impl std::hash::Hash for IdentityKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        format!("{:?}", self.rules).hash(state);
+    }
+}
+
+/// The `identity_key` function for `rules`: returns `{type, value}` of the
+/// event's resolving identifier, or NULL when it has none.
+pub fn identity_key_udf(rules: Rules) -> ScalarUDF {
+    ScalarUDF::new_from_impl(IdentityKey {
+        rules,
+        signature: Signature::any(IDENTITY_KEY_ARGS.len(), Volatility::Immutable),
+        fields: Fields::from(vec![
+            Field::new("type", DataType::Utf8, true),
+            Field::new("value", DataType::Utf8, true),
+        ]),
+    })
+}
+
+impl ScalarUDFImpl for IdentityKey {
+    fn name(&self) -> &str {
+        "identity_key"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(self.fields.clone()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let cols = arrays
+            .iter()
+            .map(|a| StrCol::new(a.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut kinds = StringBuilder::with_capacity(n, n * 12);
+        let mut values = StringBuilder::with_capacity(n, n * 32);
+        let mut nulls = Vec::with_capacity(n);
+        let mut best: Option<((usize, String), String, String)> = None;
+        for i in 0..n {
+            best = None;
+            extract_with(
+                &event_ids(&cols, i),
+                &self.rules,
+                &mut |kind, value, verdict| {
+                    if verdict.is_err() {
+                        return;
+                    }
+                    let rank = self.rules.rank(kind);
+                    let better = match &best {
+                        None => true,
+                        Some((r, _, v)) => (&rank, value.as_ref()) < (r, v.as_str()),
+                    };
+                    if better {
+                        best = Some((rank, kind.to_string(), value.into_owned()));
+                    }
+                },
+            );
+            match &best {
+                Some((_, k, v)) => {
+                    kinds.append_value(k);
+                    values.append_value(v);
+                    nulls.push(true);
+                }
+                None => {
+                    kinds.append_null();
+                    values.append_null();
+                    nulls.push(false);
+                }
+            }
+        }
+        let _ = best;
+        let columns: Vec<ArrayRef> = vec![Arc::new(kinds.finish()), Arc::new(values.finish())];
+        let array = StructArray::try_new(self.fields.clone(), columns, Some(nulls.into()))?;
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
+/// `most_frequent(x)`: the most frequent non-null string of a group (ties go
+/// to the smallest value), e.g. a profile's favourite category.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MostFrequent {
+    signature: Signature,
+}
+
+/// The `most_frequent` aggregate.
+pub fn most_frequent_udaf() -> datafusion::logical_expr::AggregateUDF {
+    datafusion::logical_expr::AggregateUDF::from(MostFrequent {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for MostFrequent {
+    fn name(&self) -> &str {
+        "most_frequent"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn accumulator(
+        &self,
+        _args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+        Ok(Box::new(MostFrequentAcc::default()))
+    }
+
+    fn state_fields(
+        &self,
+        _args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        Ok(vec![Arc::new(Field::new("counts", DataType::Utf8, true))])
+    }
+}
+
+#[derive(Debug, Default)]
+struct MostFrequentAcc {
+    counts: std::collections::HashMap<String, u64>,
+}
+
+impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let col = StrCol::new(values[0].as_ref())?;
+        for i in 0..values[0].len() {
+            if let Some(v) = col.get(i) {
+                *self.counts.entry(v.to_string()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<datafusion::scalar::ScalarValue> {
+        let best = self
+            .counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(v, _)| v.clone());
+        Ok(datafusion::scalar::ScalarValue::Utf8(best))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.counts.keys().map(|k| k.len() + 40).sum::<usize>()
+    }
+
+    fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
+        let json = serde_json::to_string(&self.counts)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        Ok(vec![datafusion::scalar::ScalarValue::Utf8(Some(json))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let col = StrCol::new(states[0].as_ref())?;
+        for i in 0..states[0].len() {
+            if let Some(text) = col.get(i) {
+                let part: std::collections::HashMap<String, u64> = serde_json::from_str(text)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                for (k, n) in part {
+                    *self.counts.entry(k).or_default() += n;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::rules::{ANONYMOUS_ID, DEVICE_ID, EMAIL, USER_ID};
+
+fn obs(t: i64, ids: &[(&str, &str)]) -> Observation {
+    Observation {
+        timestamp: t,
+        message_id: format!("m{t}"),
+        identifiers: ids.iter().map(|(k, v)| Identifier::new(*k, *v)).collect(),
+    }
+}
+
+fn same(g: &mut IdentityGraph, a: (&str, &str), b: (&str, &str)) -> bool {
+    let pa = g.profile_of(&Identifier::new(a.0, a.1));
+    pa.is_some() && pa == g.profile_of(&Identifier::new(b.0, b.1))
+}
+
+#[test]
+fn login_links_devices_and_the_older_profile_survives() {
+    let mut g = IdentityGraph::new(Rules::default());
+    let web = g
+        .observe(&obs(1, &[(ANONYMOUS_ID, "web")]))
+        .profile
+        .unwrap();
+    let app = g
+        .observe(&obs(2, &[(ANONYMOUS_ID, "app")]))
+        .profile
+        .unwrap();
+    assert_ne!(web, app);
+    g.observe(&obs(3, &[(USER_ID, "u1"), (ANONYMOUS_ID, "web")]));
+    let r = g.observe(&obs(4, &[(USER_ID, "u1"), (ANONYMOUS_ID, "app")]));
+    assert_eq!(r.profile.as_deref(), Some(web.as_str()));
+    assert_eq!(
+        r.merges,
+        vec![Merge {
+            from: app,
+            into: web,
+            message_id: "m4".into(),
+            at: 4,
+            linked_by: ANONYMOUS_ID.into(),
+        }]
+    );
+    assert_eq!(g.profile_count(), 1);
+}
+
+#[test]
+fn shared_device_never_merges_two_users() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(
+        1,
+        &[
+            (USER_ID, "alice"),
+            (ANONYMOUS_ID, "kiosk"),
+            (DEVICE_ID, "tablet"),
+        ],
+    ));
+    let r = g.observe(&obs(
+        2,
+        &[
+            (USER_ID, "bob"),
+            (ANONYMOUS_ID, "kiosk"),
+            (DEVICE_ID, "tablet"),
+        ],
+    ));
+    assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
+    // The lowest-priority identifiers were dropped one by one, then bob got his own profile.
+    let cut: Vec<(&str, CutRule)> = r
+        .cuts
+        .iter()
+        .map(|c| (c.identifier.kind.as_str(), c.rule))
+        .collect();
+    assert_eq!(
+        cut,
+        vec![
+            (DEVICE_ID, CutRule::TypeLimit),
+            (ANONYMOUS_ID, CutRule::TypeLimit)
+        ]
+    );
+    assert!(r.merges.is_empty());
+}
+
+#[test]
+fn junk_email_shared_by_two_users_is_cut_for_the_second() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(1, &[(USER_ID, "alice"), (EMAIL, "test@test.com")]));
+    let r = g.observe(&obs(2, &[(USER_ID, "bob"), (EMAIL, "test@test.com")]));
+    assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
+    assert_eq!(
+        r.cuts[0].identifier,
+        Identifier::new(EMAIL, "test@test.com")
+    );
+}
+
+#[test]
+fn blocked_values_link_nothing() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(1, &[(USER_ID, "alice"), (ANONYMOUS_ID, "undefined")]));
+    let r = g.observe(&obs(2, &[(USER_ID, "bob"), (ANONYMOUS_ID, "undefined")]));
+    assert_eq!(r.cuts[0].rule, CutRule::Blocked);
+    assert!(!same(&mut g, (USER_ID, "alice"), (USER_ID, "bob")));
+    let r = g.observe(&obs(3, &[(ANONYMOUS_ID, "0000-0000")]));
+    assert_eq!(r.profile, None);
+}
+
+#[test]
+fn type_limit_caps_anonymous_ids() {
+    let rules = Rules {
+        default_limit: 2,
+        ..Rules::default()
+    };
+    let mut g = IdentityGraph::new(rules);
+    for (t, a) in [(1, "a1"), (2, "a2"), (3, "a3")] {
+        g.observe(&obs(t, &[(USER_ID, "u"), (ANONYMOUS_ID, a)]));
+    }
+    assert!(same(&mut g, (USER_ID, "u"), (ANONYMOUS_ID, "a2")));
+    assert!(!same(&mut g, (USER_ID, "u"), (ANONYMOUS_ID, "a3")));
+    assert_eq!(g.profile_of(&Identifier::new(ANONYMOUS_ID, "a3")), None);
+}
+
+#[test]
+fn merge_cap_stops_chains() {
+    let rules = Rules {
+        max_merges: 1,
+        default_limit: 100,
+        ..Rules::default()
+    };
+    let mut g = IdentityGraph::new(rules);
+    for (t, a) in [(1, "a1"), (2, "a2"), (3, "a3")] {
+        g.observe(&obs(t, &[(ANONYMOUS_ID, a)]));
+    }
+    g.observe(&obs(
+        4,
+        &[(EMAIL, "e"), (ANONYMOUS_ID, "a1"), (ANONYMOUS_ID, "a2")],
+    ));
+    let r = g.observe(&obs(5, &[(EMAIL, "e"), (ANONYMOUS_ID, "a3")]));
+    assert_eq!(r.cuts[0].rule, CutRule::MergeCap);
+    assert_eq!(g.profile_count(), 2);
+}
+
+/// A small random world: people with devices and logins, shared devices, junk emails.
+fn random_events(seed: u64) -> Vec<Observation> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for i in 0..400 {
+        let person = rng.random_range(0..60);
+        let mut ids = vec![(
+            ANONYMOUS_ID.to_string(),
+            format!("a{person}-{}", rng.random_range(0..3)),
+        )];
+        if rng.random_bool(0.5) {
+            ids.push((USER_ID.into(), format!("u{person}")));
+        }
+        if rng.random_bool(0.3) {
+            let email = if rng.random_bool(0.1) {
+                "test@test.com".to_string()
+            } else {
+                format!("p{person}@x.org")
+            };
+            ids.push((EMAIL.into(), email));
+        }
+        if rng.random_bool(0.05) {
+            ids.push((DEVICE_ID.into(), "kiosk".into()));
+        }
+        out.push(Observation {
+            timestamp: rng.random_range(0..1000),
+            message_id: format!("m{i:04}"),
+            identifiers: ids
+                .into_iter()
+                .map(|(k, v)| Identifier::new(k, v))
+                .collect(),
+        });
+    }
+    out
+}
+
+fn grouping(g: &mut IdentityGraph) -> Vec<Vec<Identifier>> {
+    let mut by_profile: BTreeMap<String, Vec<Identifier>> = BTreeMap::new();
+    for (id, p) in g.identifiers() {
+        by_profile.entry(p).or_default().push(id);
+    }
+    let mut groups: Vec<Vec<Identifier>> = by_profile.into_values().collect();
+    groups.sort();
+    groups
+}
+
+#[test]
+fn grouping_does_not_depend_on_arrival_order() {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    for seed in 0..20 {
+        let events = random_events(seed);
+        let (mut g1, _) = resolve_in_order(Rules::default(), events.clone());
+        let mut shuffled = events;
+        shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000));
+        let (mut g2, _) = resolve_in_order(Rules::default(), shuffled);
+        assert_eq!(grouping(&mut g1), grouping(&mut g2), "seed {seed}");
+        // Same events, same profile ids.
+        assert_eq!(g1.identifiers(), g2.identifiers(), "seed {seed}");
+    }
+}
+
+#[test]
+fn no_profile_ever_holds_two_user_ids() {
+    for seed in 0..20 {
+        let (mut g, _) = resolve_in_order(Rules::default(), random_events(seed));
+        let mut users: BTreeMap<String, usize> = BTreeMap::new();
+        for (id, p) in g.identifiers() {
+            if id.kind == USER_ID {
+                *users.entry(p).or_default() += 1;
+            }
+        }
+        assert!(users.values().all(|&n| n == 1), "seed {seed}: {users:?}");
+    }
+}
+
+/// Resolve `events` in `runs` consecutive runs, saving and restoring the graph
+/// between runs the way `keystone resolve` does (late events trigger a rebuild).
+fn resolve_in_runs(events: &[Observation], cuts_at: &[usize]) -> IdentityGraph {
+    let mut sorted = events.to_vec();
+    sorted.sort_by(|a, b| (a.timestamp, &a.message_id).cmp(&(b.timestamp, &b.message_id)));
+    let mut graph = IdentityGraph::new(Rules::default());
+    let mut start = 0;
+    for &end in cuts_at.iter().chain(std::iter::once(&sorted.len())) {
+        // Save and restore, as between two processes.
+        let mut merges: BTreeMap<String, u32> = BTreeMap::new();
+        let rows = graph.identities();
+        let live: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.profile_id.as_str()).collect();
+        for p in &graph.profiles {
+            if live.contains(p.id.to_string().as_str()) {
+                merges.insert(p.id.to_string(), p.merges);
+            }
+        }
+        let unlinked: Vec<Identifier> = (0..graph.idents.len() as u32)
+            .filter(|&i| graph.idents[i as usize].slot == NO_PROFILE)
+            .map(|i| graph.identifier(i))
+            .collect();
+        graph = IdentityGraph::restore(
+            Rules::default(),
+            rows.clone(),
+            |p| merges.get(p).copied().unwrap_or(0),
+            unlinked,
+        );
+        assert_eq!(
+            graph.identities(),
+            rows,
+            "restore gives back the saved rows"
+        );
+        for o in &sorted[start..end] {
+            graph.observe(o);
+        }
+        start = end;
+    }
+    graph
+}
+
+#[test]
+fn grouping_does_not_depend_on_how_events_are_split_into_runs() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..20 {
+        let events = random_events(seed);
+        let (mut whole, _) = resolve_in_order(Rules::default(), events.clone());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 7);
+        let mut cuts: Vec<usize> = (0..rng.random_range(1..6))
+            .map(|_| rng.random_range(0..events.len()))
+            .collect();
+        cuts.sort_unstable();
+        let mut split = resolve_in_runs(&events, &cuts);
+        assert_eq!(
+            whole.identities(),
+            split.identities(),
+            "seed {seed}, runs split at {cuts:?}"
+        );
+    }
+}
+
+#[test]
+fn restored_identifiers_are_known_and_flagged() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(1, &[(USER_ID, "alice"), (EMAIL, "a@x.org")]));
+    let rows = g.identities();
+    let mut r = IdentityGraph::restore(
+        Rules::default(),
+        rows,
+        |_| 0,
+        [Identifier::new(EMAIL, "cut@x.org")],
+    );
+    assert_eq!(r.high_water(), Some(1));
+    let email = r.kind_index(EMAIL);
+    let known = r.intern(email, "a@x.org");
+    let cut = r.intern(email, "cut@x.org");
+    let new = r.intern(email, "new@x.org");
+    assert!(r.is_restored(known) && r.is_restored(cut) && !r.is_restored(new));
+    // The restored profile keeps its id and absorbs later events.
+    let p = r
+        .observe(&obs(2, &[(EMAIL, "a@x.org"), (ANONYMOUS_ID, "c")]))
+        .profile;
+    assert_eq!(p, g.profile_of(&Identifier::new(USER_ID, "alice")));
+}
