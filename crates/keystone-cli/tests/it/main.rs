@@ -8,6 +8,7 @@
 mod demo;
 mod ingest;
 mod kill;
+mod resolve;
 mod sql;
 
 use std::path::{Path, PathBuf};
