@@ -4,6 +4,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use keystone_engine::Engine;
+use keystone_engine::profiles::ComputedTrait;
+use keystone_engine::resolve::{ResolveOptions, resolve};
 use keystone_ingest::{IngestOptions, ingest_files};
 use keystone_lake::Lake;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
@@ -110,6 +112,14 @@ async fn fixture_lake(dir: &Path) -> Lake {
         .await
         .unwrap();
     assert_eq!(m.events, 16, "fixtures changed? {m:?}");
+    let opts = ResolveOptions {
+        traits: vec![ComputedTrait {
+            name: "favorite_category".into(),
+            sql: "most_frequent(category)".into(),
+        }],
+        ..ResolveOptions::default()
+    };
+    resolve(&lake, &opts, &mut |_| {}).await.unwrap();
     lake
 }
 
