@@ -44,6 +44,7 @@ impl Engine {
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         datafusion_functions_json::register_all(&mut ctx)?;
         ctx.register_udaf(crate::udf::most_frequent_udaf());
+        ctx.register_udaf(crate::udf::latest_traits_udaf());
         Ok(Self { ctx, lake })
     }
 

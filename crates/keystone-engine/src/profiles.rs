@@ -6,19 +6,15 @@
 //! from `identify` calls, the computed traits of the configuration, and RFM
 //! scores.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringBuilder};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use keystone_core::schema::events_schema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use crate::udf::{IDENTITY_KEY_ARGS, StrCol};
+use crate::udf::IDENTITY_KEY_ARGS;
 use crate::{Error, Result};
 
 /// A column of `profiles` computed by an SQL aggregate over `events_resolved`
@@ -103,8 +99,9 @@ pub async fn validate_traits(ctx: &SessionContext, traits: &[ComputedTrait]) -> 
     Ok(())
 }
 
-/// Build every profile. `ctx` must have `events`, `identities`, the
-/// `identity_key` function and the JSON functions registered.
+/// Build every profile, in one pass over `events_resolved`. `ctx` must have
+/// `events`, `identities`, Keystone's functions (`identity_key`,
+/// `most_frequent`, `latest_traits`) and the JSON functions registered.
 pub async fn build_profiles(
     ctx: &SessionContext,
     traits: &[ComputedTrait],
@@ -124,7 +121,8 @@ pub async fn build_profiles(
          count(*) AS event_count, \
          count(*) FILTER (WHERE type = 'track' AND event = 'Order Completed') AS order_count, \
          coalesce(sum(revenue), 0.0) AS revenue, \
-         max(\"timestamp\") FILTER (WHERE type = 'track' AND event = 'Order Completed') AS last_order_at\
+         max(\"timestamp\") FILTER (WHERE type = 'track' AND event = 'Order Completed') AS last_order_at, \
+         latest_traits(CASE WHEN type = 'identify' THEN coalesce(traits, json_get_json(context, 'traits')) END, \"timestamp\") AS traits\
          {computed} FROM events_resolved WHERE profile_id IS NOT NULL GROUP BY profile_id"
     );
     ctx.register_table("__base", ctx.sql(&base).await?.into_view())?;
@@ -140,7 +138,6 @@ pub async fn build_profiles(
         pick("phone")
     );
     ctx.register_table("__ids", ctx.sql(&ids).await?.into_view())?;
-    ctx.register_table("__traits", Arc::new(latest_traits(ctx).await?))?;
 
     let names: String = traits
         .iter()
@@ -154,9 +151,8 @@ pub async fn build_profiles(
     };
     let query = format!(
         "SELECT b.profile_id, i.user_id, i.email, i.phone, b.first_seen, b.last_seen, \
-         b.event_count, b.order_count, b.revenue, b.last_order_at, t.traits{names}, {}, {}, {} \
-         FROM __base b LEFT JOIN __ids i ON i.profile_id = b.profile_id \
-         LEFT JOIN __traits t ON t.profile_id = b.profile_id ORDER BY b.profile_id",
+         b.event_count, b.order_count, b.revenue, b.last_order_at, b.traits{names}, {}, {}, {} \
+         FROM __base b LEFT JOIN __ids i ON i.profile_id = b.profile_id ORDER BY b.profile_id",
         score("rfm_recency", "b.last_order_at"),
         score("rfm_frequency", "b.order_count"),
         score("rfm_monetary", "b.revenue"),
@@ -164,61 +160,6 @@ pub async fn build_profiles(
     let batches = ctx.sql(&query).await?.collect().await?;
     // Delta wants plain strings: no views in the stored schema.
     batches.into_iter().map(plain_strings).collect()
-}
-
-/// Latest non-null value of each trait key from `identify` calls (`traits`,
-/// else `context.traits`), per profile, as JSON text.
-async fn latest_traits(ctx: &SessionContext) -> Result<MemTable> {
-    let df = ctx
-        .sql(
-            "SELECT profile_id, \"timestamp\", coalesce(traits, json_get_json(context, 'traits')) AS traits \
-             FROM events_resolved WHERE type = 'identify' AND profile_id IS NOT NULL",
-        )
-        .await?;
-    let mut stream = df.execute_stream().await?;
-    let mut latest: HashMap<String, Map<String, Value>> = HashMap::new();
-    let mut stamps: HashMap<(String, String), i64> = HashMap::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let profile = StrCol::new(batch.column(0).as_ref())?;
-        let ts = batch
-            .column(1)
-            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        let traits = StrCol::new(batch.column(2).as_ref())?;
-        for i in 0..batch.num_rows() {
-            let (Some(p), Some(text)) = (profile.get(i), traits.get(i)) else {
-                continue;
-            };
-            let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
-                continue;
-            };
-            let t = ts.value(i);
-            let entry = latest.entry(p.to_string()).or_default();
-            for (k, v) in obj {
-                if v.is_null() {
-                    continue;
-                }
-                let stamp = stamps.entry((p.to_string(), k.clone())).or_insert(i64::MIN);
-                if t >= *stamp {
-                    *stamp = t;
-                    entry.insert(k, v);
-                }
-            }
-        }
-    }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("profile_id", DataType::Utf8, true),
-        Field::new("traits", DataType::Utf8, true),
-    ]));
-    let mut ids = StringBuilder::new();
-    let mut json = StringBuilder::new();
-    for (p, obj) in latest {
-        ids.append_value(p);
-        json.append_value(Value::Object(obj).to_string());
-    }
-    let columns: Vec<ArrayRef> = vec![Arc::new(ids.finish()), Arc::new(json.finish())];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
 }
 
 /// Cast `Utf8View` columns to `Utf8` (the type the lake stores).

@@ -48,7 +48,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::profiles::{ComputedTrait, build_profiles};
-use crate::udf::{IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, most_frequent_udaf};
+use crate::udf::{
+    IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, latest_traits_udaf, most_frequent_udaf,
+};
 use crate::{Error, Result};
 
 /// Application id of the transactions `resolve` records.
@@ -347,6 +349,7 @@ pub async fn resolve(
     )?;
     ctx.register_udf(identity_key_udf(opts.rules.clone()));
     ctx.register_udaf(most_frequent_udaf());
+    ctx.register_udaf(latest_traits_udaf());
     datafusion_functions_json::register_all(&mut ctx.clone())?;
     let profiles = build_profiles(&ctx, &opts.traits).await?;
     report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
@@ -465,7 +468,6 @@ async fn read_events(
             .collect::<Vec<_>>(),
     )?;
     let mut stream = df.execute_stream().await?;
-    let high_water = graph.high_water().unwrap_or(i64::MIN);
     let rules = graph.rules().clone();
     let mut late = 0u64;
     while let Some(batch) = stream.next().await {
@@ -484,16 +486,14 @@ async fn read_events(
         for row in 0..batch.num_rows() {
             let t = if ts.is_valid(row) { ts.value(row) } else { 0 };
             let mid = mids.get(row).unwrap_or_default();
-            let mut known = false;
+            let first_id = events.ids.len();
             extract_with(
                 &event_ids(&cols, row),
                 &rules,
                 &mut |kind, value, verdict| match verdict {
                     Ok(()) => {
                         let k = graph.kind_index(kind);
-                        let i = graph.intern(k, &value);
-                        known |= graph.is_restored(i);
-                        events.ids.push(i);
+                        events.ids.push(graph.intern(k, &value));
                     }
                     Err(rule) => audit.push(AuditRow {
                         kind: kind.to_string(),
@@ -504,7 +504,7 @@ async fn read_events(
                     }),
                 },
             );
-            if check_late && known && t <= high_water {
+            if check_late && graph.rewrites_history(t, &events.ids[first_id..]) {
                 late += 1;
             }
             events.ts.push(t);

@@ -261,3 +261,137 @@ impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
         Ok(())
     }
 }
+
+/// `latest_traits(json, timestamp)`: merge JSON objects, keeping for each key
+/// the latest non-null value (by `timestamp`; ties go to the larger value
+/// text, so the result does not depend on the order of rows).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LatestTraits {
+    signature: Signature,
+}
+
+/// The `latest_traits` aggregate.
+pub fn latest_traits_udaf() -> datafusion::logical_expr::AggregateUDF {
+    datafusion::logical_expr::AggregateUDF::from(LatestTraits {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for LatestTraits {
+    fn name(&self) -> &str {
+        "latest_traits"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn accumulator(
+        &self,
+        _args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+        Ok(Box::new(LatestTraitsAcc::default()))
+    }
+
+    fn state_fields(
+        &self,
+        _args: datafusion::logical_expr::function::StateFieldsArgs,
+    ) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        Ok(vec![Arc::new(Field::new("traits", DataType::Utf8, true))])
+    }
+}
+
+#[derive(Debug, Default)]
+struct LatestTraitsAcc {
+    /// key → (timestamp, value as JSON text)
+    latest: std::collections::BTreeMap<String, (i64, String)>,
+}
+
+impl LatestTraitsAcc {
+    fn offer(&mut self, key: &str, ts: i64, value: String) {
+        match self.latest.get_mut(key) {
+            Some(cur) if (ts, &value) > (cur.0, &cur.1) => *cur = (ts, value),
+            Some(_) => {}
+            None => {
+                self.latest.insert(key.to_string(), (ts, value));
+            }
+        }
+    }
+}
+
+fn ext(e: serde_json::Error) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
+impl datafusion::logical_expr::Accumulator for LatestTraitsAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let col = StrCol::new(values[0].as_ref())?;
+        let ts = arrow::compute::cast(
+            &values[1],
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+        )?;
+        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        for i in 0..values[0].len() {
+            let Some(text) = col.get(i) else { continue };
+            let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(text) else {
+                continue;
+            };
+            let t = if ts.is_valid(i) {
+                ts.value(i)
+            } else {
+                i64::MIN
+            };
+            for (k, v) in obj {
+                if !v.is_null() {
+                    self.offer(&k, t, v.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<datafusion::scalar::ScalarValue> {
+        if self.latest.is_empty() {
+            return Ok(datafusion::scalar::ScalarValue::Utf8(None));
+        }
+        let mut obj = serde_json::Map::new();
+        for (k, (_, v)) in &self.latest {
+            obj.insert(k.clone(), serde_json::from_str(v).map_err(ext)?);
+        }
+        Ok(datafusion::scalar::ScalarValue::Utf8(Some(
+            serde_json::Value::Object(obj).to_string(),
+        )))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self
+                .latest
+                .iter()
+                .map(|(k, v)| k.len() + v.1.len() + 56)
+                .sum::<usize>()
+    }
+
+    fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
+        let json = serde_json::to_string(&self.latest).map_err(ext)?;
+        Ok(vec![datafusion::scalar::ScalarValue::Utf8(Some(json))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let col = StrCol::new(states[0].as_ref())?;
+        for i in 0..states[0].len() {
+            if let Some(text) = col.get(i) {
+                let part: std::collections::BTreeMap<String, (i64, String)> =
+                    serde_json::from_str(text).map_err(ext)?;
+                for (k, (t, v)) in part {
+                    self.offer(&k, t, v);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -258,6 +258,17 @@ impl IdentityGraph {
         self.idents[ident as usize].restored
     }
 
+    /// True when an event at `timestamp` with these (interned) identifiers
+    /// could have changed what earlier runs decided: it is not later than
+    /// every event already resolved, and it carries an identifier an earlier
+    /// event carried. Observing such an event after the fact would not give
+    /// the grouping of one run in timestamp order, so the graph must be
+    /// rebuilt. A late event whose identifiers are all new is safe: no
+    /// earlier decision involved them.
+    pub fn rewrites_history(&self, timestamp: i64, ids: &[u32]) -> bool {
+        timestamp <= self.high_water && ids.iter().any(|&i| self.is_restored(i))
+    }
+
     fn find(&mut self, mut slot: u32) -> u32 {
         let mut root = slot;
         while self.parent[root as usize] != root {

@@ -1,4 +1,4 @@
-//! `keystone demo`: sample data → lake → summary, on whatever lake is configured.
+//! `keystone demo`: sample data → lake → profiles → summary, on whatever lake is configured.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use keystone_engine::output::OutputFormat;
 use keystone_gen::GenConfig;
 use keystone_ingest::IngestOptions;
 
-use crate::commands::{gen_cmd, ingest, sql};
+use crate::commands::{gen_cmd, ingest, resolve, sql};
 use crate::config::Settings;
 
 #[derive(Debug, Args)]
@@ -31,12 +31,18 @@ const SUMMARY: &[(&str, &str)] = &[
         "SELECT source, count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id, email)) AS people FROM events GROUP BY source ORDER BY events DESC",
     ),
     (
+        "Top profiles by revenue (web, app and store stitched together)",
+        "SELECT user_id, email, event_count AS events, order_count AS orders, round(revenue, 2) AS revenue, favorite_category, rfm_recency AS r, rfm_frequency AS f, rfm_monetary AS m FROM profiles ORDER BY revenue DESC LIMIT 5",
+    ),
+    (
         "Last 7 days",
         "SELECT event_date, count(*) AS events, count(*) FILTER (WHERE event = 'Order Completed') AS orders, round(sum(revenue), 2) AS revenue FROM events WHERE event_date > (SELECT max(event_date) FROM events) - INTERVAL '7' DAY GROUP BY event_date ORDER BY event_date",
     ),
 ];
 
 const NEXT: &[&str] = &[
+    "keystone profile show user_id:u_000001 --explain",
+    "keystone sql \"SELECT rfm_recency, count(*) AS buyers, round(avg(revenue), 2) AS avg_revenue FROM profiles WHERE order_count > 0 GROUP BY 1 ORDER BY 1\"",
     "keystone sql \"SELECT category, count(*) AS orders, round(sum(revenue), 2) AS revenue FROM events WHERE event = 'Order Completed' GROUP BY category ORDER BY revenue DESC\"",
     "keystone sql \"SELECT json_get_str(properties, 'sku') AS sku, count(*) AS views FROM events WHERE event = 'Product Viewed' GROUP BY sku ORDER BY views DESC LIMIT 10\"",
     "keystone sql \"SELECT utm_source, utm_campaign, count(*) FROM events WHERE utm_source IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC\"",
@@ -51,7 +57,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     cfg.seed = args.seed;
     cfg.end = chrono::Utc::now().date_naive();
     println!(
-        "1/3 generating sample data: {} people over {} days up to {}",
+        "1/4 generating sample data: {} people over {} days up to {}",
         cfg.profiles, cfg.days, cfg.end
     );
     let generated = gen_cmd::run_config(&cfg, dir.path(), settings.quiet)?;
@@ -60,7 +66,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         generated.events, generated.store_purchases
     );
 
-    println!("2/3 ingesting into the lake at {}", lake.root());
+    println!("2/4 ingesting into the lake at {}", lake.root());
     let files = vec![
         dir.path().join(keystone_gen::EVENTS_FILE),
         dir.path().join(keystone_gen::STORE_FILE),
@@ -72,7 +78,11 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let metrics = ingest::ingest_with_progress(&lake, &files, &opts, settings.quiet).await?;
     ingest::print_summary(&metrics);
 
-    println!("3/3 summary of the lake");
+    println!("3/4 resolving identities into profiles");
+    let report = resolve::resolve_with_progress(&lake, settings).await?;
+    resolve::print_summary(&report);
+
+    println!("4/4 summary of the lake");
     let engine = Engine::open(lake).await?;
     for (title, query) in SUMMARY {
         println!("\n{title}:");

@@ -5,9 +5,12 @@ fn demo_fills_the_lake_and_prints_a_summary() {
     let (_dir, lake) = temp_lake();
     let out = ok(&lake, &["demo", "--profiles", "200"]);
     for needle in [
-        "1/3 generating",
-        "2/3 ingesting",
-        "3/3 summary",
+        "1/4 generating",
+        "2/4 ingesting",
+        "3/4 resolving",
+        "first run",
+        "4/4 summary",
+        "Top profiles by revenue",
         "Events per type",
         "Events per source",
         "Explore next",
@@ -19,10 +22,18 @@ fn demo_fills_the_lake_and_prints_a_summary() {
         "SELECT source FROM events GROUP BY source ORDER BY source",
     );
     assert_eq!(sources, vec!["events", "store_purchases"]);
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT count(*) - count(profile_id) FROM events_resolved"
+        ),
+        vec!["0"]
+    );
     // A second run on the same day finds the same content and loads nothing new.
     let before = query(&lake, "SELECT count(*) FROM events");
     let again = ok(&lake, &["demo", "--profiles", "200"]);
     assert!(again.contains("skipped"), "{again}");
+    assert!(again.contains("nothing new"), "{again}");
     assert_eq!(query(&lake, "SELECT count(*) FROM events"), before);
 }
 

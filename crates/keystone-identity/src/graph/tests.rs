@@ -215,65 +215,118 @@ fn no_profile_ever_holds_two_user_ids() {
     }
 }
 
-/// Resolve `events` in `runs` consecutive runs, saving and restoring the graph
-/// between runs the way `keystone resolve` does (late events trigger a rebuild).
-fn resolve_in_runs(events: &[Observation], cuts_at: &[usize]) -> IdentityGraph {
-    let mut sorted = events.to_vec();
-    sorted.sort_by(|a, b| (a.timestamp, &a.message_id).cmp(&(b.timestamp, &b.message_id)));
+/// Save a graph and restore it, as between two processes.
+fn save_and_restore(graph: &mut IdentityGraph) -> IdentityGraph {
+    let rows = graph.identities();
+    let mut merges: BTreeMap<String, u32> = BTreeMap::new();
+    for slot in 0..graph.parent.len() as u32 {
+        if graph.find(slot) == slot {
+            let p = &graph.profiles[slot as usize];
+            merges.insert(p.id.to_string(), p.merges);
+        }
+    }
+    let unlinked: Vec<Identifier> = (0..graph.idents.len() as u32)
+        .filter(|&i| graph.idents[i as usize].slot == NO_PROFILE)
+        .map(|i| graph.identifier(i))
+        .collect();
+    let mut restored = IdentityGraph::restore(
+        Rules::default(),
+        rows.clone(),
+        |p| merges.get(p).copied().unwrap_or(0),
+        unlinked,
+    );
+    assert_eq!(
+        restored.identities(),
+        rows,
+        "restore gives back the saved rows"
+    );
+    restored
+}
+
+/// Resolve `batches` (in arrival order) one run each, the way `keystone
+/// resolve` does: restore the saved graph, and rebuild from every event so
+/// far when a new event rewrites history. Returns the graph and how many runs
+/// had to rebuild.
+fn resolve_in_runs(batches: &[Vec<Observation>]) -> (IdentityGraph, usize) {
     let mut graph = IdentityGraph::new(Rules::default());
-    let mut start = 0;
-    for &end in cuts_at.iter().chain(std::iter::once(&sorted.len())) {
-        // Save and restore, as between two processes.
-        let mut merges: BTreeMap<String, u32> = BTreeMap::new();
-        let rows = graph.identities();
-        let live: std::collections::BTreeSet<&str> =
-            rows.iter().map(|r| r.profile_id.as_str()).collect();
-        for p in &graph.profiles {
-            if live.contains(p.id.to_string().as_str()) {
-                merges.insert(p.id.to_string(), p.merges);
+    let mut seen: Vec<Observation> = Vec::new();
+    let mut rebuilds = 0;
+    for batch in batches {
+        graph = save_and_restore(&mut graph);
+        let rewrites = batch.iter().any(|o| {
+            let ids: Vec<u32> = o
+                .identifiers
+                .iter()
+                .map(|id| {
+                    let k = graph.kind_index(&id.kind);
+                    graph.intern(k, &id.value)
+                })
+                .collect();
+            graph.rewrites_history(o.timestamp, &ids)
+        });
+        seen.extend(batch.iter().cloned());
+        if rewrites {
+            rebuilds += 1;
+            graph = resolve_in_order(Rules::default(), seen.clone()).0;
+        } else {
+            let mut sorted = batch.clone();
+            sorted.sort_by(|a, b| (a.timestamp, &a.message_id).cmp(&(b.timestamp, &b.message_id)));
+            for o in &sorted {
+                graph.observe(o);
             }
         }
-        let unlinked: Vec<Identifier> = (0..graph.idents.len() as u32)
-            .filter(|&i| graph.idents[i as usize].slot == NO_PROFILE)
-            .map(|i| graph.identifier(i))
-            .collect();
-        graph = IdentityGraph::restore(
-            Rules::default(),
-            rows.clone(),
-            |p| merges.get(p).copied().unwrap_or(0),
-            unlinked,
-        );
-        assert_eq!(
-            graph.identities(),
-            rows,
-            "restore gives back the saved rows"
-        );
-        for o in &sorted[start..end] {
-            graph.observe(o);
-        }
-        start = end;
     }
-    graph
+    (graph, rebuilds)
 }
 
 #[test]
 fn grouping_does_not_depend_on_how_events_are_split_into_runs() {
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
-    for seed in 0..20 {
+    let (mut rebuilt, mut incremental) = (0, 0);
+    for seed in 0..40 {
         let events = random_events(seed);
         let (mut whole, _) = resolve_in_order(Rules::default(), events.clone());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 7);
-        let mut cuts: Vec<usize> = (0..rng.random_range(1..6))
-            .map(|_| rng.random_range(0..events.len()))
+        // Arrival order: in time order for even seeds (a stream), shuffled for odd ones (backfills).
+        let mut arrival = events.clone();
+        if seed % 2 == 0 {
+            arrival.sort_by_key(|o| o.timestamp);
+        } else {
+            arrival.shuffle(&mut rng);
+        }
+        let mut cuts: Vec<usize> = (0..rng.random_range(1..8))
+            .map(|_| rng.random_range(0..arrival.len()))
             .collect();
+        cuts.push(arrival.len());
         cuts.sort_unstable();
-        let mut split = resolve_in_runs(&events, &cuts);
-        assert_eq!(
-            whole.identities(),
-            split.identities(),
-            "seed {seed}, runs split at {cuts:?}"
-        );
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for end in cuts {
+            batches.push(arrival[start..end].to_vec());
+            start = end;
+        }
+        let (mut split, rebuilds) = resolve_in_runs(&batches);
+        rebuilt += rebuilds;
+        incremental += batches.len() - rebuilds;
+        assert_eq!(whole.identities(), split.identities(), "seed {seed}");
     }
+    assert!(
+        rebuilt > 0 && incremental > 0,
+        "{rebuilt} rebuilds, {incremental} incremental runs"
+    );
+}
+
+#[test]
+fn late_events_with_only_new_identifiers_stay_incremental() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(10, &[(USER_ID, "alice"), (ANONYMOUS_ID, "a1")]));
+    let mut g = save_and_restore(&mut g);
+    let anon = g.kind_index(ANONYMOUS_ID);
+    let (known, new) = (g.intern(anon, "a1"), g.intern(anon, "a9"));
+    assert!(g.rewrites_history(5, &[known]));
+    assert!(!g.rewrites_history(5, &[new]));
+    assert!(!g.rewrites_history(11, &[known]));
 }
 
 #[test]
