@@ -100,16 +100,12 @@ pub async fn validate_traits(ctx: &SessionContext, traits: &[ComputedTrait]) -> 
 }
 
 /// Build every profile, in one pass over `events_resolved`. `ctx` must have
-/// `events`, `identities`, Keystone's functions (`identity_key`,
-/// `most_frequent`, `latest_traits`) and the JSON functions registered.
+/// `events_resolved`, `identities`, Keystone's functions (`most_frequent`,
+/// `latest_traits`) and the JSON functions registered.
 pub async fn build_profiles(
     ctx: &SessionContext,
     traits: &[ComputedTrait],
 ) -> Result<Vec<RecordBatch>> {
-    ctx.register_table(
-        "events_resolved",
-        ctx.sql(&events_resolved_sql()).await?.into_view(),
-    )?;
     validate_traits(ctx, traits).await?;
 
     let computed: String = traits

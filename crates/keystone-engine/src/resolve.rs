@@ -47,7 +47,7 @@ use keystone_lake::{EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PR
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::profiles::{ComputedTrait, build_profiles};
+use crate::profiles::{ComputedTrait, build_profiles, events_resolved_sql, validate_traits};
 use crate::udf::{
     IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, latest_traits_udaf, most_frequent_udaf,
 };
@@ -211,7 +211,13 @@ pub async fn resolve(
         && let Some(w) = watermark
     {
         if w == events_version {
-            if traits_same {
+            let profiles_at = lake
+                .transaction_versions(&PROFILES, &[RESOLVE_APP_ID.to_string()])
+                .await?
+                .pop()
+                .flatten();
+            // Profiles lag behind identities when a run stopped between the two commits.
+            if traits_same && profiles_at == Some(w) {
                 return Ok(report);
             }
             report.mode = Mode::ProfilesOnly;
@@ -247,6 +253,16 @@ pub async fn resolve(
         events_table.log_store().root_object_store(None),
     );
 
+    // Computed traits are checked before anything is written.
+    let empty = MemTable::try_new(identities_schema(), vec![vec![]])?;
+    prepare_session(&ctx, &events_table, Arc::new(empty), &opts.rules).await?;
+    validate_traits(&ctx, &opts.traits).await?;
+
+    if report.mode == Mode::ProfilesOnly {
+        return build_and_commit_profiles(lake, &ctx, &events_table, opts, events_version, report)
+            .await;
+    }
+
     // Restore the graph, or start afresh.
     let mut graph = match full_reason {
         None => {
@@ -258,7 +274,7 @@ pub async fn resolve(
     let run_id = events_version;
     let mut audit: Vec<AuditRow> = Vec::new();
     let mut events = Events::default();
-    if report.mode != Mode::ProfilesOnly {
+    {
         let t = Instant::now();
         progress(Progress::Phase("reading events"));
         let late = read_events(
@@ -336,38 +352,12 @@ pub async fn resolve(
     report.graph_secs = t.elapsed().as_secs_f64();
     drop(graph);
 
-    // Profiles, from the new identities (not yet committed).
+    // Commit: audit, merges, then identities with the watermark.
     let t = Instant::now();
-    progress(Progress::Phase("building profiles"));
+    progress(Progress::Phase("committing identities"));
     let identity_batches = identity_batches(&identities)?;
     drop(identities);
-    let mem = MemTable::try_new(identities_schema(), vec![identity_batches.clone()])?;
-    ctx.register_table("identities", Arc::new(mem))?;
-    ctx.register_table(
-        "events",
-        events_table.table_provider().await.map_err(lake_err)?,
-    )?;
-    ctx.register_udf(identity_key_udf(opts.rules.clone()));
-    ctx.register_udaf(most_frequent_udaf());
-    ctx.register_udaf(latest_traits_udaf());
-    datafusion_functions_json::register_all(&mut ctx.clone())?;
-    let profiles = build_profiles(&ctx, &opts.traits).await?;
-    report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
-    report.profile_secs = t.elapsed().as_secs_f64();
-
-    // Commit: audit, merges, profiles, then identities with the watermark.
-    let t = Instant::now();
-    progress(Progress::Phase("committing"));
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
-    let meta = |what: &str| {
-        HashMap::from([
-            (
-                "operation".to_string(),
-                Value::from(format!("keystone resolve: {what}")),
-            ),
-            ("events_version".to_string(), Value::from(events_version)),
-        ])
-    };
     let full = matches!(report.mode, Mode::Full(_));
     let audit_batch = audit_batch(&audit, run_id)?;
     let merge_batch = merge_batch(&merges, run_id)?;
@@ -376,9 +366,14 @@ pub async fn resolve(
         (&PROFILE_MERGES, merge_batch),
     ] {
         if full {
-            lake.overwrite(spec, vec![batch], txns.clone(), meta("rebuild"))
-                .await?;
-        } else if report.mode == Mode::Incremental {
+            lake.overwrite(
+                spec,
+                vec![batch],
+                txns.clone(),
+                meta(events_version, "rebuild"),
+            )
+            .await?;
+        } else {
             // Rows of an interrupted run (after the watermark) go first.
             let left = lake
                 .transaction_versions(spec, &[RESOLVE_APP_ID.to_string()])
@@ -392,12 +387,10 @@ pub async fn resolve(
             }
             let mut append = lake.append(spec, txns.clone()).await?;
             append.write(batch).await?;
-            append.commit(meta("incremental")).await?;
+            append.commit(meta(events_version, "incremental")).await?;
         }
     }
-    lake.overwrite(&PROFILES, profiles, txns.clone(), meta("profiles"))
-        .await?;
-    let mut identity_meta = meta("identities");
+    let mut identity_meta = meta(events_version, "identities");
     identity_meta.insert("mode".into(), Value::from(format!("{:?}", report.mode)));
     lake.overwrite(
         &IDENTITIES,
@@ -406,6 +399,71 @@ pub async fn resolve(
         identity_meta,
     )
     .await?;
+    report.commit_secs = t.elapsed().as_secs_f64();
+    build_and_commit_profiles(lake, &ctx, &events_table, opts, events_version, report).await
+}
+
+fn meta(events_version: i64, what: &str) -> HashMap<String, Value> {
+    HashMap::from([
+        (
+            "operation".to_string(),
+            Value::from(format!("keystone resolve: {what}")),
+        ),
+        ("events_version".to_string(), Value::from(events_version)),
+    ])
+}
+
+/// Register `events`, `identities`, Keystone's functions and the
+/// `events_resolved` view in `ctx` (replacing earlier registrations).
+async fn prepare_session(
+    ctx: &SessionContext,
+    events: &keystone_lake::deltalake::DeltaTable,
+    identities: Arc<dyn datafusion::catalog::TableProvider>,
+    rules: &Rules,
+) -> Result<()> {
+    for name in ["events", "identities", "events_resolved"] {
+        ctx.deregister_table(name)?;
+    }
+    ctx.register_table("events", events.table_provider().await.map_err(lake_err)?)?;
+    ctx.register_table("identities", identities)?;
+    ctx.register_udf(identity_key_udf(rules.clone()));
+    ctx.register_udaf(most_frequent_udaf());
+    ctx.register_udaf(latest_traits_udaf());
+    datafusion_functions_json::register_all(&mut ctx.clone())?;
+    ctx.register_table(
+        "events_resolved",
+        ctx.sql(&events_resolved_sql()).await?.into_view(),
+    )?;
+    Ok(())
+}
+
+/// Rebuild `profiles` from the committed `identities`, commit it with the
+/// watermark's transaction, then save the rules and traits in force.
+async fn build_and_commit_profiles(
+    lake: &Lake,
+    ctx: &SessionContext,
+    events: &keystone_lake::deltalake::DeltaTable,
+    opts: &ResolveOptions,
+    events_version: i64,
+    mut report: ResolveReport,
+) -> Result<ResolveReport> {
+    let t = Instant::now();
+    let identities = lake
+        .load(&IDENTITIES)
+        .await?
+        .ok_or_else(|| Error::Resolve("identities table vanished".into()))?;
+    prepare_session(
+        ctx,
+        events,
+        identities.table_provider().await.map_err(lake_err)?,
+        &opts.rules,
+    )
+    .await?;
+    let profiles = build_profiles(ctx, &opts.traits).await?;
+    report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
+    let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
+    lake.overwrite(&PROFILES, profiles, txns, meta(events_version, "profiles"))
+        .await?;
     let state = ResolveState {
         rules: opts.rules.clone(),
         traits: opts.traits.clone(),
@@ -413,7 +471,7 @@ pub async fn resolve(
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Resolve(e.to_string()))?;
     lake.write_state(RESOLVE_STATE, bytes).await?;
-    report.commit_secs = t.elapsed().as_secs_f64();
+    report.profile_secs = t.elapsed().as_secs_f64();
     Ok(report)
 }
 
