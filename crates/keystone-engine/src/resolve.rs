@@ -7,14 +7,18 @@
 //!                                                                    │
 //!  identities + profile_merges + identity_audit ──restore──▶ IdentityGraph ──observe──▶ merges, cuts
 //!                                                                    │
-//!  commit order: identity_audit, profile_merges, profiles, identities (carries the watermark)
+//!  commit order: identity_audit, profile_merges, identities (carries the watermark),
+//!                then profiles, built from the committed identities
 //! ```
 //!
 //! The watermark is the `events` version read, stored as the application
 //! transaction `keystone-resolve` of the `identities` commit, so it moves
-//! exactly when the graph does. A run killed before that last commit leaves
-//! the previous identities in force; the audit and merge rows it may have
-//! appended carry its `run_id` and are removed by the next run.
+//! exactly when the graph does. A run killed before that commit leaves the
+//! previous identities in force; the audit and merge rows it may have
+//! appended carry its `run_id` and are removed by the next run. Killed
+//! between the `identities` and `profiles` commits, it leaves profiles one
+//! version behind (their transaction says so), and the next run rebuilds
+//! only them.
 //!
 //! Incremental runs give the same grouping as one run over all events as long
 //! as new events come after the ones already resolved. A new event older than
@@ -259,8 +263,16 @@ pub async fn resolve(
     validate_traits(&ctx, &opts.traits).await?;
 
     if report.mode == Mode::ProfilesOnly {
-        return build_and_commit_profiles(lake, &ctx, &events_table, opts, events_version, report)
-            .await;
+        return build_and_commit_profiles(
+            lake,
+            &ctx,
+            &events_table,
+            None,
+            opts,
+            events_version,
+            report,
+        )
+        .await;
     }
 
     // Restore the graph, or start afresh.
@@ -394,13 +406,22 @@ pub async fn resolve(
     identity_meta.insert("mode".into(), Value::from(format!("{:?}", report.mode)));
     lake.overwrite(
         &IDENTITIES,
-        vec![concat(&identities_schema(), identity_batches)?],
+        vec![concat(&identities_schema(), identity_batches.clone())?],
         txns,
         identity_meta,
     )
     .await?;
     report.commit_secs = t.elapsed().as_secs_f64();
-    build_and_commit_profiles(lake, &ctx, &events_table, opts, events_version, report).await
+    build_and_commit_profiles(
+        lake,
+        &ctx,
+        &events_table,
+        Some(identity_batches),
+        opts,
+        events_version,
+        report,
+    )
+    .await
 }
 
 fn meta(events_version: i64, what: &str) -> HashMap<String, Value> {
@@ -437,28 +458,40 @@ async fn prepare_session(
     Ok(())
 }
 
-/// Rebuild `profiles` from the committed `identities`, commit it with the
-/// watermark's transaction, then save the rules and traits in force.
+/// Rebuild `profiles` from the committed `identities` (`batches`, or read
+/// back from the lake when `None`), commit it with the watermark's
+/// transaction, then save the rules and traits in force. Identities are held
+/// in memory for the build: it is the small side of the join, and an
+/// in-memory table's exact statistics make the planner build its hash table
+/// from it rather than from `events`.
 async fn build_and_commit_profiles(
     lake: &Lake,
     ctx: &SessionContext,
     events: &keystone_lake::deltalake::DeltaTable,
+    batches: Option<Vec<RecordBatch>>,
     opts: &ResolveOptions,
     events_version: i64,
     mut report: ResolveReport,
 ) -> Result<ResolveReport> {
     let t = Instant::now();
-    let identities = lake
-        .load(&IDENTITIES)
-        .await?
-        .ok_or_else(|| Error::Resolve("identities table vanished".into()))?;
-    prepare_session(
-        ctx,
-        events,
-        identities.table_provider().await.map_err(lake_err)?,
-        &opts.rules,
-    )
-    .await?;
+    let batches = match batches {
+        Some(b) => b,
+        None => {
+            let table = lake
+                .load(&IDENTITIES)
+                .await?
+                .ok_or_else(|| Error::Resolve("identities table vanished".into()))?;
+            ctx.read_table(table.table_provider().await.map_err(lake_err)?)?
+                .collect()
+                .await?
+        }
+    };
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(identities_schema);
+    let mem = MemTable::try_new(schema, vec![batches])?;
+    prepare_session(ctx, events, Arc::new(mem), &opts.rules).await?;
     let profiles = build_profiles(ctx, &opts.traits).await?;
     report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
