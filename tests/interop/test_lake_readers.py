@@ -290,3 +290,45 @@ def test_concurrent_first_ingests_into_a_fresh_s3_lake_lose_nothing(
     results = run_concurrently(keystone, lake, moto.env(create_barrier_proxy.endpoint), files)
     note = f" (both CREATE TABLE commits held until they collided: {create_barrier_proxy.met})"
     _assert_concurrent_loads_kept_everything(keystone, moto, lake, files, results, note=note)
+
+
+# --------------------------------------------------------------------------
+# Identity resolution output: plain Delta tables too
+# --------------------------------------------------------------------------
+
+
+def test_resolved_identities_and_profiles_read_the_same_everywhere(
+    keystone, generated, tmp_path, duckdb_delta
+):
+    lake = tmp_path / "lake"
+    keystone.ingest(lake, generated.events, generated.store_purchases)
+    report = json.loads(keystone("resolve", "--json", lake=lake).stdout)
+    assert report["mode"] == "full" and report["profiles"] > 0, report
+
+    identities = deltalake.DeltaTable(str(lake / "identities")).to_pyarrow_table()
+    assert identities.num_rows == report["identifiers"]
+    assert set(identities.column_names) >= {
+        "identifier_type", "identifier", "profile_id", "first_seen", "last_seen", "linked_by"
+    }
+    # The watermark is a Delta application transaction any reader can see.
+    history = deltalake.DeltaTable(str(lake / "identities")).history(1)[0]
+    assert history.get("events_version") == report["events_version"], history
+
+    scan = f"delta_scan('{lake / 'profiles'}')"
+    (n, buyers, revenue) = duckdb_delta.sql(
+        f"SELECT count(*), count(*) FILTER (WHERE order_count > 0), round(sum(revenue), 2) FROM {scan}"
+    ).fetchone()
+    (row,) = keystone.sql(
+        lake,
+        "SELECT count(*) AS n, count(*) FILTER (WHERE order_count > 0) AS b, "
+        "round(sum(revenue), 2) AS r FROM profiles",
+    )
+    assert n == report["profiles"] == int(row["n"])
+    assert buyers == int(row["b"]) > 0
+    assert revenue == pytest.approx(float(row["r"]), abs=0.005)
+    # Every profile's events add up to every resolved event.
+    (events,) = duckdb_delta.sql(f"SELECT sum(event_count) FROM {scan}").fetchone()
+    (resolved,) = keystone.sql(
+        lake, "SELECT count(profile_id) AS n FROM events_resolved"
+    )
+    assert events == int(resolved["n"])
