@@ -34,7 +34,7 @@ use std::time::Instant;
 use arrow::array::{
     Array, ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -175,11 +175,18 @@ pub async fn resolve(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<ResolveReport> {
     opts.rules.validate().map_err(Error::Resolve)?;
-    let Some((events_version, files)) = lake.file_uris(&EVENTS, None).await? else {
+    // One snapshot of events for the whole run: the files read, the version
+    // recorded and the table the profiles are built from all agree.
+    let Some(events_table) = lake.load(&EVENTS).await? else {
         return Err(Error::Resolve(
             "no events table yet: load events with `keystone ingest` first".into(),
         ));
     };
+    let events_version = events_table.version().unwrap_or_default() as i64;
+    let files: Vec<String> = events_table
+        .get_file_uris()
+        .map_err(|e| keystone_lake::Error::delta(EVENTS.name, e))?
+        .collect();
     let watermark = lake
         .transaction_versions(&IDENTITIES, &[RESOLVE_APP_ID.to_string()])
         .await?
@@ -225,7 +232,6 @@ pub async fn resolve(
                 return Ok(report);
             }
             report.mode = Mode::ProfilesOnly;
-            new_files.clear();
         } else {
             let old: BTreeSet<String> = lake
                 .file_uris(&EVENTS, Some(w))
@@ -247,10 +253,6 @@ pub async fn resolve(
     }
 
     let ctx = SessionContext::new();
-    let events_table = lake
-        .load(&EVENTS)
-        .await?
-        .ok_or_else(|| Error::Resolve("events table vanished".into()))?;
     let store_url = events_table.log_store().root_url().as_object_store_url();
     ctx.runtime_env().register_object_store(
         store_url.as_ref(),
@@ -404,13 +406,8 @@ pub async fn resolve(
     }
     let mut identity_meta = meta(events_version, "identities");
     identity_meta.insert("mode".into(), Value::from(format!("{:?}", report.mode)));
-    lake.overwrite(
-        &IDENTITIES,
-        vec![concat(&identities_schema(), identity_batches.clone())?],
-        txns,
-        identity_meta,
-    )
-    .await?;
+    lake.overwrite(&IDENTITIES, identity_batches.clone(), txns, identity_meta)
+        .await?;
     report.commit_secs = t.elapsed().as_secs_f64();
     build_and_commit_profiles(
         lake,
@@ -445,7 +442,7 @@ async fn prepare_session(
     for name in ["events", "identities", "events_resolved"] {
         ctx.deregister_table(name)?;
     }
-    ctx.register_table("events", events.table_provider().await.map_err(lake_err)?)?;
+    ctx.register_table("events", events.table_provider().await?)?;
     ctx.register_table("identities", identities)?;
     ctx.register_udf(identity_key_udf(rules.clone()));
     ctx.register_udaf(most_frequent_udaf());
@@ -481,7 +478,7 @@ async fn build_and_commit_profiles(
                 .load(&IDENTITIES)
                 .await?
                 .ok_or_else(|| Error::Resolve("identities table vanished".into()))?;
-            ctx.read_table(table.table_provider().await.map_err(lake_err)?)?
+            ctx.read_table(table.table_provider().await?)?
                 .collect()
                 .await?
         }
@@ -506,14 +503,6 @@ async fn build_and_commit_profiles(
     lake.write_state(RESOLVE_STATE, bytes).await?;
     report.profile_secs = t.elapsed().as_secs_f64();
     Ok(report)
-}
-
-fn lake_err(e: datafusion::error::DataFusionError) -> Error {
-    Error::DataFusion(e)
-}
-
-fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
-    Ok(arrow::compute::concat_batches(schema, &batches)?)
 }
 
 /// Read `files` of `events`, interning admitted identifiers and auditing the
@@ -550,14 +539,9 @@ async fn read_events(
         .with_listing_options(options)
         .with_schema(file_schema);
     let table = ListingTable::try_new(config)?;
-    let mut columns = vec!["\"timestamp\"".to_string(), "message_id".to_string()];
-    columns.extend(IDENTITY_KEY_ARGS.iter().map(|c| c.to_string()));
-    let df = ctx.read_table(Arc::new(table))?.select_columns(
-        &columns
-            .iter()
-            .map(|c| c.trim_matches('"'))
-            .collect::<Vec<_>>(),
-    )?;
+    let mut columns = vec!["timestamp", "message_id"];
+    columns.extend_from_slice(IDENTITY_KEY_ARGS);
+    let df = ctx.read_table(Arc::new(table))?.select_columns(&columns)?;
     let mut stream = df.execute_stream().await?;
     let rules = graph.rules().clone();
     let mut late = 0u64;
@@ -628,7 +612,7 @@ fn truncate(mut value: String) -> String {
 async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Result<IdentityGraph> {
     let mut rows = Vec::new();
     if let Some(table) = lake.load(&IDENTITIES).await? {
-        let df = ctx.read_table(table.table_provider().await.map_err(lake_err)?)?;
+        let df = ctx.read_table(table.table_provider().await?)?;
         for batch in df.collect().await? {
             let c = |n: &str| -> Result<StrCol<'_>> {
                 Ok(StrCol::new(
@@ -667,7 +651,7 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
     // Merges absorbed per live profile: follow each chain to its end.
     let mut into: HashMap<String, String> = HashMap::new();
     if let Some(table) = lake.load(&PROFILE_MERGES).await? {
-        let df = ctx.read_table(table.table_provider().await.map_err(lake_err)?)?;
+        let df = ctx.read_table(table.table_provider().await?)?;
         for batch in df.collect().await? {
             let from = StrCol::new(batch.column(0).as_ref())?;
             let to = StrCol::new(batch.column(1).as_ref())?;
@@ -695,7 +679,7 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
     let mut unlinked = Vec::new();
     if let Some(table) = lake.load(&IDENTITY_AUDIT).await? {
         let df = ctx
-            .read_table(table.table_provider().await.map_err(lake_err)?)?
+            .read_table(table.table_provider().await?)?
             .filter(
                 datafusion::prelude::col("rule").in_list(
                     [

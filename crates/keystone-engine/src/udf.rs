@@ -130,9 +130,9 @@ impl ScalarUDFImpl for IdentityKey {
         let mut kinds = StringBuilder::with_capacity(n, n * 12);
         let mut values = StringBuilder::with_capacity(n, n * 32);
         let mut nulls = Vec::with_capacity(n);
-        let mut best: Option<((usize, String), String, String)> = None;
         for i in 0..n {
-            best = None;
+            // (priority position, type, value) of the best identifier so far.
+            let mut best: Option<(usize, String, String)> = None;
             extract_with(
                 &event_ids(&cols, i),
                 &self.rules,
@@ -140,13 +140,13 @@ impl ScalarUDFImpl for IdentityKey {
                     if verdict.is_err() {
                         return;
                     }
-                    let rank = self.rules.rank(kind);
-                    let better = match &best {
-                        None => true,
-                        Some((r, _, v)) => (&rank, value.as_ref()) < (r, v.as_str()),
-                    };
+                    let (position, tie) = self.rules.rank(kind);
+                    let better = best.as_ref().is_none_or(|(p, k, v)| {
+                        let (_, best_tie) = self.rules.rank(k);
+                        (position, tie, value.as_ref()) < (*p, best_tie, v.as_str())
+                    });
                     if better {
-                        best = Some((rank, kind.to_string(), value.into_owned()));
+                        best = Some((position, kind.to_string(), value.into_owned()));
                     }
                 },
             );
@@ -163,30 +163,42 @@ impl ScalarUDFImpl for IdentityKey {
                 }
             }
         }
-        let _ = best;
         let columns: Vec<ArrayRef> = vec![Arc::new(kinds.finish()), Arc::new(values.finish())];
         let array = StructArray::try_new(self.fields.clone(), columns, Some(nulls.into()))?;
         Ok(ColumnarValue::Array(Arc::new(array)))
     }
 }
 
-/// `most_frequent(x)`: the most frequent non-null string of a group (ties go
-/// to the smallest value), e.g. a profile's favourite category.
+/// Keystone's aggregates. Both return a string and carry their partial state
+/// between aggregation phases as one JSON text.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct MostFrequent {
+struct KeystoneAggregate {
+    name: &'static str,
     signature: Signature,
 }
 
-/// The `most_frequent` aggregate.
+/// `most_frequent(x)`: the most frequent non-null string of a group (ties go
+/// to the smallest value), e.g. a profile's favourite category.
 pub fn most_frequent_udaf() -> datafusion::logical_expr::AggregateUDF {
-    datafusion::logical_expr::AggregateUDF::from(MostFrequent {
+    datafusion::logical_expr::AggregateUDF::from(KeystoneAggregate {
+        name: "most_frequent",
         signature: Signature::any(1, Volatility::Immutable),
     })
 }
 
-impl datafusion::logical_expr::AggregateUDFImpl for MostFrequent {
+/// `latest_traits(json, timestamp)`: merge JSON objects, keeping for each key
+/// the latest non-null value (by `timestamp`; ties go to the larger value
+/// text, so the result does not depend on the order of rows).
+pub fn latest_traits_udaf() -> datafusion::logical_expr::AggregateUDF {
+    datafusion::logical_expr::AggregateUDF::from(KeystoneAggregate {
+        name: "latest_traits",
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
     fn name(&self) -> &str {
-        "most_frequent"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -201,14 +213,17 @@ impl datafusion::logical_expr::AggregateUDFImpl for MostFrequent {
         &self,
         _args: datafusion::logical_expr::function::AccumulatorArgs,
     ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
-        Ok(Box::new(MostFrequentAcc::default()))
+        Ok(match self.name {
+            "most_frequent" => Box::new(MostFrequentAcc::default()),
+            _ => Box::new(LatestTraitsAcc::default()),
+        })
     }
 
     fn state_fields(
         &self,
         _args: datafusion::logical_expr::function::StateFieldsArgs,
     ) -> Result<Vec<arrow::datatypes::FieldRef>> {
-        Ok(vec![Arc::new(Field::new("counts", DataType::Utf8, true))])
+        Ok(vec![Arc::new(Field::new("state", DataType::Utf8, true))])
     }
 }
 
@@ -242,8 +257,7 @@ impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
     }
 
     fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
-        let json = serde_json::to_string(&self.counts)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let json = serde_json::to_string(&self.counts).map_err(ext)?;
         Ok(vec![datafusion::scalar::ScalarValue::Utf8(Some(json))])
     }
 
@@ -251,57 +265,14 @@ impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
         let col = StrCol::new(states[0].as_ref())?;
         for i in 0..states[0].len() {
             if let Some(text) = col.get(i) {
-                let part: std::collections::HashMap<String, u64> = serde_json::from_str(text)
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let part: std::collections::HashMap<String, u64> =
+                    serde_json::from_str(text).map_err(ext)?;
                 for (k, n) in part {
                     *self.counts.entry(k).or_default() += n;
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// `latest_traits(json, timestamp)`: merge JSON objects, keeping for each key
-/// the latest non-null value (by `timestamp`; ties go to the larger value
-/// text, so the result does not depend on the order of rows).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct LatestTraits {
-    signature: Signature,
-}
-
-/// The `latest_traits` aggregate.
-pub fn latest_traits_udaf() -> datafusion::logical_expr::AggregateUDF {
-    datafusion::logical_expr::AggregateUDF::from(LatestTraits {
-        signature: Signature::any(2, Volatility::Immutable),
-    })
-}
-
-impl datafusion::logical_expr::AggregateUDFImpl for LatestTraits {
-    fn name(&self) -> &str {
-        "latest_traits"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn accumulator(
-        &self,
-        _args: datafusion::logical_expr::function::AccumulatorArgs,
-    ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
-        Ok(Box::new(LatestTraitsAcc::default()))
-    }
-
-    fn state_fields(
-        &self,
-        _args: datafusion::logical_expr::function::StateFieldsArgs,
-    ) -> Result<Vec<arrow::datatypes::FieldRef>> {
-        Ok(vec![Arc::new(Field::new("traits", DataType::Utf8, true))])
     }
 }
 

@@ -204,14 +204,12 @@ impl IdentityGraph {
         self.kinds.push(Kind {
             name: name.to_string(),
             limit: self.rules.limit(name),
-            rank: self.rules.rank(name),
+            rank: {
+                let (position, kind) = self.rules.rank(name);
+                (position, kind.to_string())
+            },
         });
         (self.kinds.len() - 1) as u16
-    }
-
-    /// The name of type index `kind`.
-    pub fn kind_name(&self, kind: u16) -> &str {
-        &self.kinds[kind as usize].name
     }
 
     /// The index of an identifier, interning it (unlinked) if new.

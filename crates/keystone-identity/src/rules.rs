@@ -91,10 +91,10 @@ impl Rules {
     }
 
     /// Sort key of a type: lower is higher priority.
-    pub fn rank(&self, kind: &str) -> (usize, String) {
+    pub fn rank<'a>(&self, kind: &'a str) -> (usize, &'a str) {
         match self.priority.iter().position(|p| p == kind) {
-            Some(i) => (i, String::new()),
-            None => (self.priority.len(), kind.to_string()),
+            Some(i) => (i, ""),
+            None => (self.priority.len(), kind),
         }
     }
 

@@ -44,6 +44,21 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// Commit properties carrying `metadata` in the `commitInfo` and each
+/// `(app id, version)` of `txns` as a Delta application transaction.
+pub(crate) fn commit_properties(
+    txns: Vec<(String, i64)>,
+    metadata: HashMap<String, Value>,
+) -> CommitProperties {
+    let txns = txns
+        .into_iter()
+        .map(|(app_id, version)| Transaction::new(app_id, version))
+        .collect();
+    CommitProperties::default()
+        .with_metadata(metadata)
+        .with_application_transactions(txns)
+}
+
 /// What an [`Append`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendMetrics {
@@ -128,14 +143,7 @@ impl Append {
         if self.rows == 0 {
             return Ok(AppendMetrics::default());
         }
-        let txns = self
-            .txns
-            .into_iter()
-            .map(|(app_id, version)| Transaction::new(app_id, version))
-            .collect();
-        let props = CommitProperties::default()
-            .with_metadata(metadata)
-            .with_application_transactions(txns);
+        let props = commit_properties(self.txns, metadata);
         let mut table = self.table;
         let version = self
             .writer

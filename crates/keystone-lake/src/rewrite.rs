@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
+use crate::append::commit_properties;
 use crate::{Error, Lake, Result, TableSpec};
 
 impl Lake {
@@ -27,13 +26,7 @@ impl Lake {
         metadata: HashMap<String, Value>,
     ) -> Result<i64> {
         let table = self.load_or_create(spec).await?;
-        let txns = txns
-            .into_iter()
-            .map(|(app_id, version)| Transaction::new(app_id, version))
-            .collect();
-        let props = CommitProperties::default()
-            .with_metadata(metadata)
-            .with_application_transactions(txns);
+        let props = commit_properties(txns, metadata);
         let table = table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)

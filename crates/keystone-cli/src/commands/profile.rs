@@ -84,7 +84,7 @@ pub async fn run(settings: &Settings, args: ProfileArgs) -> anyhow::Result<ExitC
             lit(&value)
         ))
         .await?;
-    let Some(profile) = first_string(&found) else {
+    let Some(profile) = first_string(&found)? else {
         bail!(
             "no profile holds {kind}:{value} (it may never have been seen, been cut by a rule — see identity_audit — or not resolved yet)"
         );
@@ -130,7 +130,7 @@ async fn explain(engine: &Engine, profile: &str, rules: &Rules) -> anyhow::Resul
             lit(profile)
         ))
         .await?;
-    let ids = strings(&ids, 4);
+    let ids = strings(&ids, 4)?;
     // Profiles absorbed into this one, transitively, with the merging events.
     let mut absorbed: Vec<Vec<String>> = Vec::new();
     let mut frontier = vec![profile.to_string()];
@@ -148,7 +148,7 @@ async fn explain(engine: &Engine, profile: &str, rules: &Rules) -> anyhow::Resul
             ))
             .await?;
         frontier.clear();
-        for r in strings(&rows, 5) {
+        for r in strings(&rows, 5)? {
             if seen.insert(r[0].clone()) {
                 frontier.push(r[0].clone());
                 absorbed.push(r);
@@ -206,7 +206,7 @@ async fn event_identifiers(
         ))
         .await?;
     let mut out = Vec::new();
-    for r in strings_opt(&rows, 13) {
+    for r in strings_opt(&rows, 13)? {
         let get = |i: usize| r[i].clone();
         let row = EventRow {
             user_id: get(4),
@@ -261,31 +261,27 @@ fn print_vertical(batches: &[RecordBatch]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn first_string(batches: &[RecordBatch]) -> Option<String> {
-    strings(batches, 1)
+fn first_string(batches: &[RecordBatch]) -> anyhow::Result<Option<String>> {
+    Ok(strings(batches, 1)?
         .into_iter()
         .next()
-        .map(|mut r| r.remove(0))
+        .map(|mut r| r.remove(0)))
 }
 
-fn strings(batches: &[RecordBatch], n: usize) -> Vec<Vec<String>> {
-    strings_opt(batches, n)
+fn strings(batches: &[RecordBatch], n: usize) -> anyhow::Result<Vec<Vec<String>>> {
+    Ok(strings_opt(batches, n)?
         .into_iter()
         .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
-        .collect()
+        .collect())
 }
 
-fn strings_opt(batches: &[RecordBatch], n: usize) -> Vec<Vec<Option<String>>> {
+fn strings_opt(batches: &[RecordBatch], n: usize) -> anyhow::Result<Vec<Vec<Option<String>>>> {
     let opts = FormatOptions::default();
     let mut out = Vec::new();
     for b in batches {
-        let fmts: Vec<_> = (0..n)
+        let fmts = (0..n)
             .map(|i| ArrayFormatter::try_new(b.column(i).as_ref(), &opts))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        if fmts.len() != n {
-            continue;
-        }
+            .collect::<Result<Vec<_>, _>>()?;
         for row in 0..b.num_rows() {
             out.push(
                 (0..n)
@@ -294,5 +290,5 @@ fn strings_opt(batches: &[RecordBatch], n: usize) -> Vec<Vec<Option<String>>> {
             );
         }
     }
-    out
+    Ok(out)
 }
