@@ -11,6 +11,10 @@
 //! default_region = "FR"
 //! blocked = ["test@test.com"]
 //!
+//! [collector]                          # keystone serve (see docs/collector.md)
+//! flush_interval_ms = 1000
+//! wal_budget_bytes = 1073741824
+//!
 //! [profiles.traits]                    # computed traits: SQL aggregates over events_resolved
 //! orders_90d = "count(*) FILTER (WHERE event = 'Order Completed' AND \"timestamp\" > now() - INTERVAL '90 days')"
 //! ```
@@ -19,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use keystone_collect::CollectorConfig;
 use keystone_engine::profiles::ComputedTrait;
 use keystone_identity::Rules;
 use keystone_lake::Lake;
@@ -38,6 +43,8 @@ pub struct ConfigFile {
     pub identity: Rules,
     #[serde(default)]
     pub profiles: ProfilesConfig,
+    #[serde(default)]
+    pub collector: CollectorConfig,
 }
 
 /// `[profiles]`.
@@ -95,6 +102,7 @@ pub struct Settings {
     pub quiet: bool,
     pub rules: Rules,
     pub traits: Vec<ComputedTrait>,
+    pub collector: CollectorConfig,
 }
 
 impl Settings {
@@ -126,6 +134,7 @@ impl Settings {
                 .into_iter()
                 .map(|(name, sql)| ComputedTrait { name, sql })
                 .collect(),
+            collector: file.collector,
         })
     }
 
@@ -162,6 +171,11 @@ mod tests {
         assert_eq!(f.profiles.traits.len(), 1);
         let err = toml::from_str::<ConfigFile>("[identity]\nlimit = 1").unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
+        let c: ConfigFile = toml::from_str("[collector]\nflush_interval_ms = 50\n").unwrap();
+        assert_eq!(c.collector.flush_interval_ms, 50);
+        assert_eq!(c.collector.max_batch_events, 2500);
+        let err = toml::from_str::<ConfigFile>("[collector]\nflush_ms = 1").unwrap_err();
+        assert!(err.to_string().contains("flush_ms"), "{err}");
         let d = ConfigFile::default();
         assert!(d.profiles.traits.contains_key("orders_90d"));
     }

@@ -43,6 +43,10 @@ enum Command {
     Ingest(commands::ingest::IngestArgs),
     /// Stitch identifiers into profiles (incremental), then rebuild `profiles`.
     Resolve(commands::resolve::ResolveArgs),
+    /// Run the Segment-compatible HTTP collector (events durable in a WAL, then the lake).
+    Serve(commands::serve::ServeArgs),
+    /// Create, list and revoke API keys (write keys for the collector, query keys).
+    Keys(commands::keys::KeysArgs),
     /// Look at one profile: `keystone profile show email:jane@example.org [--explain]`.
     Profile(commands::profile::ProfileArgs),
     /// Run SQL over the lake: one query, statements from stdin, or a REPL.
@@ -80,6 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => commands::demo::run(&settings, args).await,
         Command::Ingest(args) => commands::ingest::run(&settings, args).await,
         Command::Resolve(args) => commands::resolve::run(&settings, args).await,
+        Command::Serve(args) => commands::serve::run(&settings, args).await,
+        Command::Keys(args) => commands::keys::run(&settings, args).await,
         Command::Profile(args) => commands::profile::run(&settings, args).await,
         Command::Sql(args) => commands::sql::run(&settings, args).await,
         Command::Gen(args) => commands::gen_cmd::run(&settings, args),

@@ -24,6 +24,14 @@ pub enum Error {
     #[error(transparent)]
     Lake(#[from] keystone_lake::Error),
 
+    /// The collector's write-ahead log failed or holds something unreadable.
+    #[error("write-ahead log {path}: {reason}")]
+    Wal { path: String, reason: String },
+
+    /// Encoding or decoding Arrow data failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
     /// Building a batch failed.
     #[error(transparent)]
     Core(#[from] keystone_core::Error),

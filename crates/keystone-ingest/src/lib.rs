@@ -14,14 +14,19 @@
 //!   mapped onto the event model by a TOML column mapping;
 //! * [`parquet`] — files already in the events schema;
 //! * [`load`] — the `keystone ingest` operation: content hash, duplicate
-//!   detection, one atomic commit, metrics.
+//!   detection, one atomic commit, metrics;
+//! * [`wal`] and [`flush`] — the collector's write-ahead log (group-committed
+//!   fsync before the HTTP 200) and the flusher that lands its segments in the
+//!   lake exactly once (a Delta application transaction per WAL).
 
 pub mod csv;
 pub mod error;
+pub mod flush;
 pub mod load;
 pub mod mapping;
 pub mod ndjson;
 pub mod parquet;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use load::{FileOutcome, Format, IngestMetrics, IngestOptions, ingest_files};

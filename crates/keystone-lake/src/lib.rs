@@ -9,23 +9,26 @@
 //!  <root>/events/            Delta, partitioned by event_date
 //!  <root>/quarantine/        Delta, partitioned by event_date
 //!  <root>/identities/, profile_merges/, identity_audit/, profiles/   written by resolve
-//!  <root>/_keystone/          Keystone's own state (resolution rules in force, …)
+//!  <root>/_keystone/          Keystone's own state (resolution rules in force, API keys, …)
 //! ```
 //!
 //! * [`Lake`] — resolves the root, its storage options, and each table's URL;
 //! * [`TableSpec`] — name, schema and partitioning of a table;
 //! * [`Append`] — a streaming append that becomes exactly one Delta commit,
 //!   optionally tagged with an application transaction so a retried or
-//!   repeated load is recognised.
+//!   repeated load is recognised;
+//! * [`KeyRing`] — the API keys (stored hashed) and their roles.
 
 mod append;
 mod error;
+mod keys;
 mod lake;
 mod rewrite;
 mod tables;
 
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
+pub use keys::{KeyRecord, KeyRing, Role};
 pub use lake::Lake;
 pub use tables::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, TABLES, TableSpec,
