@@ -18,7 +18,9 @@ load=$(ls -t "$target_dir"/release/deps/http_load-* | grep -v '\.d$' | head -1)
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
 port=$((20000 + RANDOM % 20000))
-cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; [ -z "${BENCH_DIR:-}" ] && rm -rf "$work"; }
+# $pid is /usr/bin/time; the server is its child.
+stop_server() { pkill -TERM -P "$pid" 2>/dev/null || true; wait "$pid" || true; pid=; }
+cleanup() { [ -n "${pid:-}" ] && stop_server; [ -z "${BENCH_DIR:-}" ] && rm -rf "$work"; }
 trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $secs s per case"
@@ -33,7 +35,7 @@ full=$(tail -1 "$work/cases" | sed -E 's/.*events\/s=([0-9]+).*/\1/')
 run --batch 1 --connections 32
 run --batch 100 --connections 16 --rate "$(python3 -c "print($full/2/100)")"
 
-kill -TERM "$pid"; wait "$pid" || true; pid=
+stop_server
 read -r _ kb < "$work/serve.time"
 echo "serve peak RSS: $((kb / 1024)) MiB"
 acked=$(python3 - "$work/cases" <<'PY'

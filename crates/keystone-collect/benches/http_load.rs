@@ -69,19 +69,40 @@ fn parse_args() -> Args {
     a
 }
 
+/// Prefix of this run's messageIds, so runs against one server never
+/// collide (a collision would be deduplicated, not measured).
+fn run_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}")
+    })
+}
+
 /// One realistic track event (≈ 700 bytes), as analytics SDKs send it.
 fn event(conn: usize, n: u64, i: usize) -> String {
     let user = (n as usize * 31 + i) % 50_000;
     format!(
         concat!(
-            r#"{{"type":"track","event":"Product Viewed","messageId":"c{}-r{}-e{}","#,
+            r#"{{"type":"track","event":"Product Viewed","messageId":"{}-c{}-r{}-e{}","#,
             r#""anonymousId":"anon-{}","userId":"user-{}","timestamp":"2026-11-22T10:00:00.000Z","#,
             r#""properties":{{"product_id":"p-{}","category":"shoes","price":59.9,"currency":"EUR","name":"Runner {}"}},"#,
             r#""context":{{"ip":"10.1.2.3","locale":"fr-FR","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36","#,
             r#""library":{{"name":"analytics-python","version":"2.4.0"}},"page":{{"path":"/p/{}","url":"https://shop.example/p/{}","referrer":"https://www.google.com/"}},"#,
             r#""campaign":{{"source":"newsletter","medium":"email","name":"autumn"}}}},"integrations":{{}}}}"#
         ),
-        conn, n, i, user, user, i % 500, i % 500, i % 500, i % 500
+        run_tag(),
+        conn,
+        n,
+        i,
+        user,
+        user,
+        i % 500,
+        i % 500,
+        i % 500,
+        i % 500
     )
 }
 
@@ -110,8 +131,8 @@ async fn main() {
         .pool_max_idle_per_host(args.connections)
         .build_http::<Full<Bytes>>();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let per_conn_interval = (args.rate > 0.0)
-        .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let per_conn_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
     let sample = body(0, 0, args.batch);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -173,7 +194,11 @@ async fn main() {
         "batch={} connections={} rate={} seconds={:.1} requests_ok={} errors={} events/s={:.0} MB/s={:.1} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} body_bytes={}",
         args.batch,
         args.connections,
-        if args.rate > 0.0 { format!("{}", args.rate) } else { "max".into() },
+        if args.rate > 0.0 {
+            format!("{}", args.rate)
+        } else {
+            "max".into()
+        },
         elapsed,
         ok,
         errors,
