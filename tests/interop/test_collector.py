@@ -1,0 +1,196 @@
+"""`keystone serve` with real clients: Segment's Python SDK, and a crash test
+that kill -9's the server while a client sends.
+
+Every subprocess and wait is bounded; servers are killed at teardown.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import _clean_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `keystone serve` process on a free port."""
+
+    def __init__(self, keystone, lake, wal, config=None):
+        self.keystone, self.lake, self.wal, self.config = keystone, lake, wal, config
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "Server":
+        argv = [str(self.keystone.binary), "--lake", str(self.lake)]
+        if self.config:
+            argv += ["--config", str(self.config)]
+        argv += ["serve", "--http", f"127.0.0.1:{self.port}", "--wal", str(self.wal)]
+        self.proc = subprocess.Popen(
+            argv, cwd=self.keystone.cwd, env=_clean_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("serve was not ready in time")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 60) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return err
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def collector(keystone, tmp_path):
+    servers: list[Server] = []
+    key = keystone("keys", "create", "--role", "collector", "--name", "web",
+                   lake=tmp_path / "lake").stdout.strip()
+
+    def make(config: str | None = None) -> Server:
+        cfg = None
+        if config:
+            cfg = tmp_path / "keystone.toml"
+            cfg.write_text(config)
+        s = Server(keystone, tmp_path / "lake", tmp_path / "wal", cfg)
+        servers.append(s)
+        return s
+
+    make.key = key
+    make.lake = tmp_path / "lake"
+    yield make
+    for s in servers:
+        s.close()
+
+
+def post(url: str, key: str, body: bytes, timeout: float = 10) -> int:
+    req = urllib.request.Request(url + "/v1/batch", data=body, method="POST", headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+    })
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_segment_python_sdk_events_land_with_their_fields(keystone, collector):
+    from segment.analytics import Client
+
+    server = collector("[collector]\nflush_interval_ms = 200\n").start()
+    errors = []
+    for gzip in (False, True):
+        client = Client(write_key=collector.key, host=server.url, sync_mode=True, gzip=gzip,
+                        on_error=lambda e, batch: errors.append(e), max_retries=1)
+        suffix = "-gz" if gzip else ""
+        client.identify(f"u1{suffix}", {"email": " Jane@Example.org ", "plan": "pro"})
+        client.track(f"u1{suffix}", "Order Completed", {"revenue": 42.5, "order_id": "o-1"})
+        client.page(f"u1{suffix}", "Docs", "Home", {"path": "/docs"})
+        client.screen(f"u1{suffix}", "App", "Settings")
+        client.group(f"u1{suffix}", "acme")
+        client.alias(f"anon-7{suffix}", f"u1{suffix}")
+        client.flush()
+    assert not errors, errors
+    server.stop()
+    rows = keystone.sql(collector.lake, "SELECT type, event, user_id, previous_id, email, revenue, "
+                        "order_id, source, group_id FROM events ORDER BY user_id, type")
+    assert len(rows) == 12, rows
+    by = {(r["user_id"], r["type"]): r for r in rows}
+    for suffix in ("", "-gz"):
+        u = f"u1{suffix}"
+        assert by[(u, "identify")]["email"] == "jane@example.org"
+        assert by[(u, "track")]["event"] == "Order Completed"
+        assert float(by[(u, "track")]["revenue"]) == 42.5
+        assert by[(u, "track")]["order_id"] == "o-1"
+        assert by[(u, "group")]["group_id"] == "acme"
+        assert by[(u, "alias")]["previous_id"] == f"anon-7{suffix}"
+        assert {r["source"] for r in rows} == {"web"}
+    assert keystone.count(collector.lake, "quarantine") == 0
+
+
+def test_kill_9_under_load_loses_no_acknowledged_event_and_duplicates_none(keystone, collector):
+    """A client sends batches and retries each until it gets a 200, as SDKs
+    do; the server is killed with SIGKILL at random moments and restarted on
+    the same WAL and lake. In the end the lake holds exactly the events that
+    were acknowledged, each once."""
+    server = collector("[collector]\nflush_interval_ms = 150\n")
+    server.start()
+    rng = random.Random(7)
+    acked: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int):
+        seq = 0
+        while not stop.is_set():
+            ids = [f"t{n}-{seq}-{i}" for i in range(20)]
+            seq += 1
+            body = json.dumps({"batch": [
+                {"type": "track", "event": "Crash Test", "userId": f"user-{n}", "messageId": m}
+                for m in ids]}).encode()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if post(server.url, collector.key, body, timeout=5) == 200:
+                        with lock:
+                            acked.update(ids)
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(6):
+        time.sleep(rng.uniform(0.3, 1.5))
+        server.kill9()
+        server.start()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=90)
+    server.stop()
+    assert len(acked) > 500, len(acked)
+    rows = keystone.sql(collector.lake, "SELECT message_id FROM events")
+    stored = [r["message_id"] for r in rows]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    missing = acked - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+    # Unacknowledged retries may land too (the 200 was lost in the kill), but
+    # every stored event was sent by the client.
+    assert all(m.startswith("t") for m in stored)
