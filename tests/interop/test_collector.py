@@ -194,3 +194,61 @@ def test_kill_9_under_load_loses_no_acknowledged_event_and_duplicates_none(keyst
     # Unacknowledged retries may land too (the 200 was lost in the kill), but
     # every stored event was sent by the client.
     assert all(m.startswith("t") for m in stored)
+
+
+def test_rudderstack_python_sdk_gzip_and_context_traits(keystone, collector):
+    """rudder-sdk-python gzips by default, puts identify traits in
+    context.traits and counts only exactly 200 as success."""
+    from rudderstack.analytics import Client
+
+    server = collector("[collector]\nflush_interval_ms = 200\n").start()
+    errors = []
+    client = Client(write_key=collector.key, host=server.url, sync_mode=True,
+                    on_error=lambda e, batch: errors.append(e), max_retries=1)
+    client.identify("r1", {"email": "Rudder@Example.ORG", "phone": "+33 6 12 34 56 78"})
+    client.track("r1", "Cart Viewed", {"total": 12.0})
+    client.flush()
+    assert not errors, errors
+    server.stop()
+    rows = keystone.sql(collector.lake, "SELECT type, email, phone, revenue, context FROM events "
+                        "WHERE user_id = 'r1' ORDER BY type")
+    assert [r["type"] for r in rows] == ["identify", "track"], rows
+    assert rows[0]["email"] == "rudder@example.org"
+    assert rows[0]["phone"] == "+33612345678"
+    assert json.loads(rows[0]["context"])["traits"]["email"] == "Rudder@Example.ORG"
+    assert float(rows[1]["revenue"]) == 12.0
+
+
+def test_browser_style_requests_settings_text_plain_and_cors(keystone, collector):
+    """What analytics.js does: GET the settings, then POST text/plain JSON
+    with the writeKey in the body to the short paths."""
+    server = collector("[collector]\nflush_interval_ms = 200\n").start()
+    with urllib.request.urlopen(f"{server.url}/v1/projects/{collector.key}/settings", timeout=5) as r:
+        settings = json.load(r)
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert settings["integrations"]["Segment.io"]["apiKey"] == collector.key
+    sent = {
+        "t": {"event": "Clicked", "anonymousId": "b1", "messageId": "js-t"},
+        "p": {"name": "Home", "anonymousId": "b1", "messageId": "js-p",
+              "context": {"page": {"path": "/", "url": "https://shop.example/"}}},
+        "i": {"userId": "bu1", "anonymousId": "b1", "traits": {"email": "b@x.org"}, "messageId": "js-i"},
+    }
+    for path, msg in sent.items():
+        req = urllib.request.Request(f"{server.url}/v1/{path}", method="POST",
+                                     data=json.dumps({**msg, "writeKey": collector.key}).encode(),
+                                     headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+    bad = urllib.request.Request(f"{server.url}/v1/t", method="POST", data=b"{oops",
+                                 headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(bad, timeout=5)
+    assert e.value.code == 400
+    assert json.load(e.value)["code"] == "invalid_json"
+    server.stop()
+    rows = keystone.sql(collector.lake, "SELECT message_id, type, page_path, email FROM events ORDER BY message_id")
+    assert [(r["message_id"], r["type"]) for r in rows] == [
+        ("js-i", "identify"), ("js-p", "page"), ("js-t", "track")]
+    assert rows[1]["page_path"] == "/"
+    assert rows[0]["email"] == "b@x.org"
