@@ -31,8 +31,9 @@ def _free_port() -> int:
 class Server:
     """One `keystone serve` process on a free port."""
 
-    def __init__(self, keystone, lake, wal, config=None):
+    def __init__(self, keystone, lake, wal, config=None, env=None):
         self.keystone, self.lake, self.wal, self.config = keystone, lake, wal, config
+        self.env = env
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -43,7 +44,7 @@ class Server:
             argv += ["--config", str(self.config)]
         argv += ["serve", "--http", f"127.0.0.1:{self.port}", "--wal", str(self.wal)]
         self.proc = subprocess.Popen(
-            argv, cwd=self.keystone.cwd, env=_clean_env(),
+            argv, cwd=self.keystone.cwd, env=_clean_env(self.env),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + timeout
@@ -252,3 +253,127 @@ def test_browser_style_requests_settings_text_plain_and_cors(keystone, collector
         ("js-i", "identify"), ("js-p", "page"), ("js-t", "track")]
     assert rows[1]["page_path"] == "/"
     assert rows[0]["email"] == "b@x.org"
+
+
+class Proxy:
+    """A TCP forwarder the test can take down (cut every connection, and
+    close new ones at once) and bring back up: storage unreachable."""
+
+    def __init__(self, target_port: int):
+        self.target = ("127.0.0.1", target_port)
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.is_up = True
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        self.port = ls.getsockname()[1]
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def up(self) -> None:
+        self.is_up = True
+
+    def down(self) -> None:
+        self.is_up = False
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+            self.conns.clear()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            if not self.is_up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_storage_outage_keeps_accepting_then_503_then_catches_up(keystone, moto, tmp_path):
+    """The lake (moto S3) becomes unreachable: the collector keeps answering
+    200 from its WAL, then 503 with Retry-After past the budget (never a
+    4xx); when storage is back every acknowledged event lands, once."""
+    proxy = Proxy(int(moto.endpoint.rsplit(":", 1)[1]))
+    env = moto.env(endpoint=f"http://127.0.0.1:{proxy.port}")
+    lake = moto.url(f"outage-{random.randrange(1 << 30)}")
+    key = keystone("keys", "create", "--role", "collector", "--name", "app", lake=lake, env=env).stdout.strip()
+    cfg = tmp_path / "keystone.toml"
+    cfg.write_text("[collector]\nflush_interval_ms = 200\nwal_budget_bytes = 200000\nretry_after_secs = 3\n")
+    server = Server(keystone, lake, tmp_path / "wal", cfg, env).start()
+    acked: list[str] = []
+    statuses: dict[int, int] = {}
+
+    def send(tag: str) -> int:
+        ids = [f"{tag}-{i}" for i in range(20)]
+        body = json.dumps({"batch": [{"type": "track", "event": "Outage", "anonymousId": "a",
+                                      "messageId": m, "properties": {"pad": "x" * 200}} for m in ids]}).encode()
+        code = post(server.url, key, body)
+        statuses[code] = statuses.get(code, 0) + 1
+        if code == 200:
+            acked.extend(ids)
+        return code
+
+    try:
+        for n in range(5):
+            assert send(f"up{n}") == 200
+        proxy.down()
+        saw_503 = False
+        for n in range(400):
+            if send(f"down{n}") == 503:
+                saw_503 = True
+                break
+            time.sleep(0.01)
+        assert saw_503, statuses
+        assert set(statuses) <= {200, 503}, statuses
+        assert _metric(server.url, "keystone_collector_wal_bytes") > 200000
+        proxy.up()
+        deadline = time.monotonic() + 120
+        while _metric(server.url, "keystone_collector_wal_bytes") > 0:
+            assert time.monotonic() < deadline, "the WAL did not drain after storage came back"
+            time.sleep(0.5)
+        assert send("after") == 200
+        server.stop()
+    finally:
+        server.close()
+        proxy.down()
+    rows = keystone.sql(lake, "SELECT message_id FROM events", env=moto.env())
+    stored = [r["message_id"] for r in rows]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    assert set(stored) == set(acked), (len(stored), len(acked))
