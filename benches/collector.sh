@@ -20,7 +20,10 @@ mkdir -p "$work"
 port=$((20000 + RANDOM % 20000))
 # $pid is /usr/bin/time; the server is its child.
 stop_server() { pkill -TERM -P "$pid" 2>/dev/null || true; wait "$pid" || true; pid=; }
-cleanup() { [ -n "${pid:-}" ] && stop_server; [ -z "${BENCH_DIR:-}" ] && rm -rf "$work"; }
+cleanup() {
+  if [ -n "${pid:-}" ]; then stop_server; fi
+  if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$work"; fi
+}
 trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $secs s per case"
