@@ -522,6 +522,13 @@ impl Shared {
         // request that holds them, if it is not durable yet).
         let (outcome_tx, outcome_rx) = watch::channel(Outcome::Pending);
         let pending: Pending = Arc::new(outcome_rx);
+        // Hash before taking the lock: it is held by every request.
+        let digests: Vec<u128> = valid
+            .rows
+            .iter()
+            .map(|r| digest(&r.source, &r.message_id))
+            .collect();
+        let mut digests = digests.into_iter();
         let mut claimed = Vec::with_capacity(valid.rows.len());
         let mut waits = Vec::new();
         {
@@ -529,8 +536,10 @@ impl Shared {
                 .dedupe
                 .lock()
                 .map_err(|_| ApiError::unavailable("dedupe index poisoned", retry))?;
-            valid.rows.retain(|row| {
-                let k = digest(&row.source, &row.message_id);
+            valid.rows.retain(|_| {
+                let Some(k) = digests.next() else {
+                    return false;
+                };
                 match dedupe.claim(k, received_at, &pending) {
                     Ok(()) => {
                         claimed.push(k);

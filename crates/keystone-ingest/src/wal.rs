@@ -59,7 +59,7 @@ impl WalRecord {
         let mut out = Vec::with_capacity(4096);
         let events = encode_batch(self.events.as_ref())?;
         let len = u32::try_from(events.len()).map_err(|_| Error::Wal {
-            path: String::new(),
+            path: "record".into(),
             reason: "a record's events exceed 4 GiB".into(),
         })?;
         out.extend_from_slice(&len.to_le_bytes());
@@ -312,6 +312,8 @@ pub struct WalWriter {
     tx: std::sync::Mutex<(u64, Option<mpsc::Sender<Submit>>)>,
     durable: watch::Receiver<Durable>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The WAL folder, for error messages.
+    dir: String,
 }
 
 impl WalWriter {
@@ -326,7 +328,7 @@ impl WalWriter {
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Submit>();
         let (durable_tx, durable) = watch::channel(Durable::default());
-        let mut seg = OpenSegment::create(dir, first_segment)?;
+        let mut seg = OpenSegment::create_in(dir, first_segment)?;
         let thread = std::thread::Builder::new()
             .name("keystone-wal".into())
             .spawn(move || {
@@ -404,6 +406,7 @@ impl WalWriter {
             tx: std::sync::Mutex::new((1, Some(tx))),
             durable,
             thread: std::sync::Mutex::new(Some(thread)),
+            dir: dir.display().to_string(),
         })
     }
 
@@ -412,7 +415,7 @@ impl WalWriter {
     pub fn submit(&self, record: &WalRecord) -> Result<u64> {
         let payload = record.encode()?;
         let len = u32::try_from(payload.len()).map_err(|_| Error::Wal {
-            path: String::new(),
+            path: self.dir.clone(),
             reason: "a record exceeds 4 GiB".into(),
         })?;
         let mut frame = Vec::with_capacity(payload.len() + 8);
@@ -420,7 +423,7 @@ impl WalWriter {
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let stopped = || Error::Wal {
-            path: String::new(),
+            path: self.dir.clone(),
             reason: "the WAL writer stopped".into(),
         };
         let mut guard = self.tx.lock().map_err(|_| stopped())?;
@@ -443,14 +446,14 @@ impl WalWriter {
             .wait_for(|d| d.seq >= seq || d.failed.is_some())
             .await
             .map_err(|_| Error::Wal {
-                path: String::new(),
+                path: self.dir.clone(),
                 reason: "the WAL writer stopped".into(),
             })?;
         if state.seq >= seq {
             return Ok(());
         }
         Err(Error::Wal {
-            path: String::new(),
+            path: self.dir.clone(),
             reason: state.failed.clone().unwrap_or_default(),
         })
     }
@@ -483,10 +486,6 @@ struct OpenSegment {
 }
 
 impl OpenSegment {
-    fn create(dir: &Path, number: u64) -> Result<Self> {
-        Self::create_in(dir, number)
-    }
-
     fn create_in(dir: &Path, number: u64) -> Result<Self> {
         let path = dir.join(format!("{number:020}.wal"));
         let file = OpenOptions::new()

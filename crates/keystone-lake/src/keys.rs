@@ -17,6 +17,9 @@ const KEYS_STATE: &str = "keys.json";
 /// Prefix of every Keystone key, so a leaked one is recognisable.
 const KEY_PREFIX: &str = "ks_";
 
+/// Grants a key may carry beyond its role.
+pub const GRANTS: &[&str] = &["pii"];
+
 /// Characters of the key kept as its public id.
 const ID_LEN: usize = KEY_PREFIX.len() + 8;
 
@@ -145,6 +148,12 @@ impl Lake {
         name: Option<&str>,
         grants: &[String],
     ) -> Result<(String, KeyRecord)> {
+        if let Some(bad) = grants.iter().find(|g| !GRANTS.contains(&g.as_str())) {
+            return Err(Error::State {
+                name: KEYS_STATE.into(),
+                reason: format!("unknown grant {bad:?} (known: {})", GRANTS.join(", ")),
+            });
+        }
         let key = new_key();
         let id = key[..ID_LEN].to_string();
         let name = match name {
@@ -235,6 +244,11 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("cannot be empty"), "{err}");
+        let err = lake
+            .create_key(Role::Analyst, None, &["pi".into()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown grant \"pi\""), "{err}");
         assert_eq!(lake.keys().await.expect("keys").records().len(), 1);
     }
 }
