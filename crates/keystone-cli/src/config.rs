@@ -15,6 +15,10 @@
 //! flush_interval_ms = 1000
 //! wal_budget_bytes = 1073741824
 //!
+//! [flight]                             # Flight SQL of keystone serve (see docs/flight-sql.md)
+//! query_memory_limit_bytes = 1073741824
+//! query_timeout_secs = 300
+//!
 //! [profiles.traits]                    # computed traits: SQL aggregates over events_resolved
 //! orders_90d = "count(*) FILTER (WHERE event = 'Order Completed' AND \"timestamp\" > now() - INTERVAL '90 days')"
 //! ```
@@ -25,6 +29,7 @@ use std::path::Path;
 use anyhow::Context;
 use keystone_collect::CollectorConfig;
 use keystone_engine::profiles::ComputedTrait;
+use keystone_flight::FlightConfig;
 use keystone_identity::Rules;
 use keystone_lake::Lake;
 use serde::Deserialize;
@@ -45,6 +50,8 @@ pub struct ConfigFile {
     pub profiles: ProfilesConfig,
     #[serde(default)]
     pub collector: CollectorConfig,
+    #[serde(default)]
+    pub flight: FlightConfig,
 }
 
 /// `[profiles]`.
@@ -103,6 +110,7 @@ pub struct Settings {
     pub rules: Rules,
     pub traits: Vec<ComputedTrait>,
     pub collector: CollectorConfig,
+    pub flight: FlightConfig,
 }
 
 impl Settings {
@@ -135,6 +143,7 @@ impl Settings {
                 .map(|(name, sql)| ComputedTrait { name, sql })
                 .collect(),
             collector: file.collector,
+            flight: file.flight,
         })
     }
 
@@ -176,6 +185,10 @@ mod tests {
         assert_eq!(c.collector.max_batch_events, 2500);
         let err = toml::from_str::<ConfigFile>("[collector]\nflush_ms = 1").unwrap_err();
         assert!(err.to_string().contains("flush_ms"), "{err}");
+        let f: ConfigFile = toml::from_str("[flight]\nquery_timeout_secs = 5\n").unwrap();
+        assert_eq!(f.flight.query_timeout_secs, 5);
+        let err = toml::from_str::<ConfigFile>("[flight]\ntimeout = 1").unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
         let d = ConfigFile::default();
         assert!(d.profiles.traits.contains_key("orders_90d"));
     }

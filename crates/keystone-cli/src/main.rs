@@ -43,7 +43,7 @@ enum Command {
     Ingest(commands::ingest::IngestArgs),
     /// Stitch identifiers into profiles (incremental), then rebuild `profiles`.
     Resolve(commands::resolve::ResolveArgs),
-    /// Run the Segment-compatible HTTP collector (events durable in a WAL, then the lake).
+    /// Run the Segment-compatible HTTP collector and the Arrow Flight SQL service.
     Serve(commands::serve::ServeArgs),
     /// Create, list and revoke API keys (write keys for the collector, query keys).
     Keys(commands::keys::KeysArgs),

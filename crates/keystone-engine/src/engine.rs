@@ -2,18 +2,33 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use keystone_lake::Lake;
 
+use crate::masking::MaskedSchema;
 use crate::{LakeSchema, Result};
 
 /// Name of Keystone's catalog.
 pub const CATALOG: &str = "keystone";
 /// Schema of the lake tables.
 pub const PUBLIC: &str = "public";
+/// Schema of the segment views (one view per defined segment).
+pub const SEGMENTS: &str = "segments";
+
+/// How a query session is set up for one caller.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Memory one query may reserve (sorts and aggregations spill or fail
+    /// beyond it); `None` for no limit.
+    pub memory_limit: Option<usize>,
+    /// Show personal data hashed or removed (see [`crate::masking`]).
+    pub masked: bool,
+}
 
 /// A SQL session over one lake.
 ///
@@ -28,24 +43,30 @@ pub const PUBLIC: &str = "public";
 pub struct Engine {
     ctx: SessionContext,
     lake: Lake,
+    catalog: Arc<dyn CatalogProvider>,
+    masked_catalog: Arc<dyn CatalogProvider>,
 }
 
 impl Engine {
     /// Open a session over `lake`.
     pub async fn open(lake: Lake) -> Result<Self> {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, PUBLIC)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
-        let mut ctx = SessionContext::new_with_config(config);
-        let schema = LakeSchema::try_new(lake.clone(), ctx.runtime_env()).await?;
+        let runtime = Arc::new(RuntimeEnv::default());
+        let public = Arc::new(LakeSchema::try_new(lake.clone(), runtime.clone()).await?);
+        let segments = Arc::new(MemorySchemaProvider::new());
         let catalog = MemoryCatalogProvider::new();
-        catalog.register_schema(PUBLIC, Arc::new(schema))?;
-        ctx.register_catalog(CATALOG, Arc::new(catalog));
-        datafusion_functions_json::register_all(&mut ctx)?;
-        ctx.register_udaf(crate::udf::most_frequent_udaf());
-        ctx.register_udaf(crate::udf::latest_traits_udaf());
-        Ok(Self { ctx, lake })
+        catalog.register_schema(PUBLIC, public.clone())?;
+        catalog.register_schema(SEGMENTS, segments.clone())?;
+        let masked = MemoryCatalogProvider::new();
+        masked.register_schema(PUBLIC, Arc::new(MaskedSchema::new(public)))?;
+        masked.register_schema(SEGMENTS, Arc::new(MaskedSchema::new(segments)))?;
+        let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
+        let ctx = build_context(runtime, catalog.clone())?;
+        Ok(Self {
+            ctx,
+            lake,
+            catalog,
+            masked_catalog: Arc::new(masked),
+        })
     }
 
     /// The DataFusion session.
@@ -56,6 +77,23 @@ impl Engine {
     /// The lake this session reads.
     pub fn lake(&self) -> &Lake {
         &self.lake
+    }
+
+    /// A new session over the same catalog (and the same object stores), with
+    /// its own memory pool: what a server gives each query of each caller.
+    pub fn session(&self, opts: &SessionOptions) -> Result<SessionContext> {
+        let shared = self.ctx.runtime_env();
+        let mut builder = RuntimeEnvBuilder::new()
+            .with_object_store_registry(shared.object_store_registry.clone());
+        if let Some(limit) = opts.memory_limit {
+            builder = builder.with_memory_limit(limit, 1.0);
+        }
+        let catalog = if opts.masked {
+            self.masked_catalog.clone()
+        } else {
+            self.catalog.clone()
+        };
+        build_context(builder.build_arc()?, catalog)
     }
 
     /// Plan a query.
@@ -72,4 +110,26 @@ impl Engine {
     pub async fn collect(&self, query: &str) -> Result<Vec<arrow::array::RecordBatch>> {
         Ok(self.sql(query).await?.collect().await?)
     }
+}
+
+/// A session whose default catalog is `catalog`, with Keystone's functions.
+fn build_context(
+    runtime: Arc<RuntimeEnv>,
+    catalog: Arc<dyn CatalogProvider>,
+) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, PUBLIC)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
+    ctx.register_catalog(CATALOG, catalog);
+    datafusion_functions_json::register_all(&mut ctx)?;
+    ctx.register_udaf(crate::udf::most_frequent_udaf());
+    ctx.register_udaf(crate::udf::latest_traits_udaf());
+    Ok(ctx)
 }

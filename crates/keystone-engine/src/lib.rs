@@ -14,13 +14,14 @@
 mod catalog;
 mod engine;
 mod error;
+pub mod masking;
 pub mod output;
 pub mod profiles;
 pub mod resolve;
 pub mod udf;
 
-pub use catalog::LakeSchema;
-pub use engine::Engine;
+pub use catalog::{EVENTS_RESOLVED, LakeSchema};
+pub use engine::{CATALOG, Engine, PUBLIC, SEGMENTS, SessionOptions};
 pub use error::{Error, Result};
 
 /// Re-exported for callers that build on the session.

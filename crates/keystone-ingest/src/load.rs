@@ -73,6 +73,9 @@ pub struct IngestOptions {
     pub force: bool,
     /// Rows per Arrow batch handed to the writer.
     pub batch_rows: usize,
+    /// What to call the input in quarantine rows and the commit (default:
+    /// its path), e.g. `flight ingest (key ks_1234abcd)`.
+    pub label: Option<String>,
 }
 
 impl Default for IngestOptions {
@@ -83,6 +86,7 @@ impl Default for IngestOptions {
             mapping: None,
             force: false,
             batch_rows: 64 * 1024,
+            label: None,
         }
     }
 }
@@ -255,7 +259,10 @@ pub async fn ingest_files(
 }
 
 fn plan_file(path: &Path, opts: &IngestOptions) -> Result<Planned> {
-    let display = path.display().to_string();
+    let display = opts
+        .label
+        .clone()
+        .unwrap_or_else(|| path.display().to_string());
     let io = |source: std::io::Error| Error::Io {
         path: display.clone(),
         source,

@@ -15,7 +15,8 @@ use crate::{Error, Lake, Result};
 const KEYS_STATE: &str = "keys.json";
 
 /// Prefix of every Keystone key, so a leaked one is recognisable.
-const KEY_PREFIX: &str = "ks_";
+/// Every key starts with this.
+pub const KEY_PREFIX: &str = "ks_";
 
 /// Grants a key may carry beyond its role.
 pub const GRANTS: &[&str] = &["pii"];

@@ -28,7 +28,7 @@ mod tables;
 
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
-pub use keys::{GRANTS, KeyRecord, KeyRing, Role};
+pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
 pub use lake::Lake;
 pub use tables::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, TABLES, TableSpec,

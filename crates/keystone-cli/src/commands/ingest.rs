@@ -51,6 +51,7 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<ExitCo
         mapping: args.mapping,
         force: args.force,
         batch_rows: settings.batch_rows,
+        label: None,
     };
     let metrics = ingest_with_progress(&lake, &args.files, &opts, settings.quiet).await?;
     if args.json {

@@ -1,14 +1,16 @@
-//! `keystone serve`: the Segment-compatible HTTP collector.
-//!
-//! The Flight SQL listener (`--flight`) is not built yet: the flag is
-//! accepted and refused with a clear message so scripts fail loudly.
+//! `keystone serve`: the Segment-compatible HTTP collector and the Arrow
+//! Flight SQL service, side by side on one lake.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use keystone_collect::{ServeOptions, serve};
+use keystone_engine::Engine;
+use keystone_flight::KeystoneFlight;
+use tokio::sync::watch;
 
 use crate::config::Settings;
 
@@ -17,26 +19,62 @@ pub struct ServeArgs {
     /// Address of the HTTP collector.
     #[arg(long, default_value = "127.0.0.1:8088")]
     http: String,
-    /// Address of the Flight SQL service (not available yet).
+    /// Address of the Arrow Flight SQL service.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    flight: String,
+    /// Run the collector alone, without Flight SQL.
     #[arg(long)]
-    flight: Option<String>,
+    no_flight: bool,
     /// Write-ahead log folder on local disk (default ./keystone-wal).
     #[arg(long, env = "KEYSTONE_WAL")]
     wal: Option<PathBuf>,
 }
 
 pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(addr) = &args.flight {
-        anyhow::bail!("--flight {addr}: the Flight SQL service is not built yet (issue #5)");
-    }
     let lake = settings.lake()?;
     let wal_dir = args.wal.unwrap_or_else(|| PathBuf::from("keystone-wal"));
+    let quiet = settings.quiet;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Flight SQL first: `/health` answers 200 only once both listen.
+    let mut flight_task = None;
+    let mut flight_shown = String::from("off");
+    if !args.no_flight {
+        settings
+            .flight
+            .validate()
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(&args.flight)
+            .await
+            .with_context(|| format!("cannot listen on {} (Flight SQL)", args.flight))?;
+        let scheme = if settings.flight.tls_cert.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        };
+        flight_shown = format!("{scheme}://{}", listener.local_addr()?);
+        let engine = Arc::new(Engine::open(lake.clone()).await?);
+        let service = KeystoneFlight::new(engine, settings.flight.clone()).await?;
+        let config = settings.flight.clone();
+        let mut rx = stop_rx.clone();
+        flight_task = Some(tokio::spawn(async move {
+            keystone_flight::serve(service, &config, listener, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+        }));
+    }
+
     let listener = tokio::net::TcpListener::bind(&args.http)
         .await
         .with_context(|| format!("cannot listen on {}", args.http))?;
-    let quiet = settings.quiet;
     let wal_shown = wal_dir.display().to_string();
     let lake_shown = lake.root().to_string();
+    let mut rx = stop_rx.clone();
     let report = serve(
         ServeOptions {
             lake,
@@ -44,16 +82,21 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
             wal_dir,
         },
         listener,
-        shutdown_signal(),
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
         move |addr| {
             if !quiet {
                 eprintln!(
-                    "keystone collector listening on http://{addr} (WAL {wal_shown}, lake {lake_shown}); SIGTERM or Ctrl-C stops it"
+                    "keystone collector on http://{addr} (WAL {wal_shown}), Flight SQL on {flight_shown}, lake {lake_shown}; SIGTERM or Ctrl-C stops it"
                 );
             }
         },
     )
     .await?;
+    if let Some(task) = flight_task {
+        task.await.context("Flight SQL service")??;
+    }
     if !report.unflushed.is_empty() {
         eprintln!(
             "warning: {} WAL segment(s) could not reach the lake before stopping; they are kept and flushed at the next start",

@@ -1,0 +1,161 @@
+//! SQL text and results between Flight clients and DataFusion.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use tonic::Status;
+
+/// Number JDBC/ODBC-style `?` placeholders as `$1, $2, …` (DataFusion's
+/// form). Question marks inside strings, quoted names and comments are left
+/// alone; SQL that does not tokenize is returned as is (the parser then
+/// reports the error with its position).
+pub fn number_placeholders(sql: &str) -> String {
+    if !sql.contains('?') {
+        return sql.to_string();
+    }
+    let dialect = GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return sql.to_string();
+    };
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for token in tokens {
+        match token {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+/// The gRPC status of a failed query: syntax → INVALID_ARGUMENT (with the
+/// position), unknown table → NOT_FOUND, limits → RESOURCE_EXHAUSTED.
+pub fn status_of(error: &DataFusionError) -> Status {
+    let root = error.find_root();
+    let text = root.to_string();
+    match root {
+        DataFusionError::SQL(..) => Status::invalid_argument(format!("syntax error: {text}")),
+        DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(format!(
+            "the query needs more memory than a query may use ([flight] query_memory_limit_bytes): {m}"
+        )),
+        DataFusionError::Plan(m) if m.contains("table") && m.contains("not found") => {
+            Status::not_found(text)
+        }
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => Status::invalid_argument(text),
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+            Status::invalid_argument(text)
+        }
+        _ => Status::internal(text),
+    }
+}
+
+/// The schema a client is told about: the plan's schema with dictionaries
+/// replaced by their values (what the Flight encoder sends).
+pub fn flight_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let dt = match f.data_type() {
+                DataType::Dictionary(_, value) => value.as_ref().clone(),
+                other => other.clone(),
+            };
+            Field::new(f.name(), dt, f.is_nullable()).with_metadata(f.metadata().clone())
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with exactly the announced `schema` (same types, names and
+/// nullability), so DoGet streams what GetFlightInfo said.
+pub fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, Status> {
+    if batch.schema().as_ref() == schema.as_ref() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| -> Result<ArrayRef, Status> {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type()).map_err(|e| {
+                    Status::internal(format!(
+                        "column {}: cannot send as {}: {e}",
+                        f.name(),
+                        f.data_type()
+                    ))
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Status::internal(format!("result does not match its announced schema: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_outside_strings() {
+        assert_eq!(
+            number_placeholders("SELECT * FROM t WHERE a = ? AND b > ?"),
+            "SELECT * FROM t WHERE a = $1 AND b > $2"
+        );
+        assert_eq!(
+            number_placeholders("SELECT '?' AS q, \"?\" FROM t WHERE a = ? -- why?"),
+            "SELECT '?' AS q, \"?\" FROM t WHERE a = $1 -- why?"
+        );
+        assert_eq!(number_placeholders("SELECT 1"), "SELECT 1");
+        assert_eq!(number_placeholders("SELECT $1"), "SELECT $1");
+    }
+
+    #[test]
+    fn errors_map_to_grpc_codes() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let code = |sql: &str| {
+            let err = rt.block_on(ctx.sql(sql)).expect_err(sql);
+            status_of(&err)
+        };
+        let syntax = code("SELEC 1");
+        assert_eq!(syntax.code(), tonic::Code::InvalidArgument);
+        assert!(syntax.message().contains("Line: 1"), "{}", syntax.message());
+        assert_eq!(code("SELECT * FROM nowhere").code(), tonic::Code::NotFound);
+        assert_eq!(
+            code("SELECT nope FROM (SELECT 1 AS a)").code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn dictionaries_are_announced_as_values() {
+        let schema = Schema::new(vec![Field::new(
+            "d",
+            DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8)),
+            true,
+        )]);
+        assert_eq!(flight_schema(&schema).field(0).data_type(), &DataType::Utf8);
+    }
+}
