@@ -9,6 +9,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use arrow::compute::cast;
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use keystone_core::event::{EventRow, EventType};
+use keystone_core::identifier::{normalize_email, normalize_phone};
 use keystone_core::schema::{EVENT_DATE, QuarantineRow, events_schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -110,8 +111,11 @@ fn row_from_batch(
         properties: s("properties"),
         traits: s("traits"),
         integrations: s("integrations"),
-        email: s("email"),
-        phone: s("phone"),
+        // Normalised as the JSON readers do, so the column means one thing.
+        email: s("email")
+            .map(|raw| normalize_email(&raw).unwrap_or_else(|| raw.trim().to_string())),
+        phone: s("phone")
+            .map(|raw| normalize_phone(&raw).unwrap_or_else(|| raw.trim().to_string())),
         revenue: b
             .column_by_name("revenue")
             .filter(|c| !c.is_null(i))
