@@ -45,6 +45,8 @@ enum Command {
     Resolve(commands::resolve::ResolveArgs),
     /// Run the Segment-compatible HTTP collector and the Arrow Flight SQL service.
     Serve(commands::serve::ServeArgs),
+    /// Define, list and drop segments (audiences as SQL; views segments.NAME).
+    Segment(commands::segment::SegmentArgs),
     /// Create, list and revoke API keys (write keys for the collector, query keys).
     Keys(commands::keys::KeysArgs),
     /// Look at one profile: `keystone profile show email:jane@example.org [--explain]`.
@@ -86,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resolve(args) => commands::resolve::run(&settings, args).await,
         Command::Serve(args) => commands::serve::run(&settings, args).await,
         Command::Keys(args) => commands::keys::run(&settings, args).await,
+        Command::Segment(args) => commands::segment::run(&settings, args).await,
         Command::Profile(args) => commands::profile::run(&settings, args).await,
         Command::Sql(args) => commands::sql::run(&settings, args).await,
         Command::Gen(args) => commands::gen_cmd::run(&settings, args),

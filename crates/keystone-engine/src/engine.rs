@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -11,7 +11,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use keystone_lake::Lake;
 
 use crate::masking::MaskedSchema;
+use crate::segments::SegmentsSchema;
 use crate::{LakeSchema, Result};
+use keystone_lake::SegmentDef;
 
 /// Name of Keystone's catalog.
 pub const CATALOG: &str = "keystone";
@@ -45,6 +47,7 @@ pub struct Engine {
     lake: Lake,
     catalog: Arc<dyn CatalogProvider>,
     masked_catalog: Arc<dyn CatalogProvider>,
+    segments: Arc<SegmentsSchema>,
 }
 
 impl Engine {
@@ -52,20 +55,23 @@ impl Engine {
     pub async fn open(lake: Lake) -> Result<Self> {
         let runtime = Arc::new(RuntimeEnv::default());
         let public = Arc::new(LakeSchema::try_new(lake.clone(), runtime.clone()).await?);
-        let segments = Arc::new(MemorySchemaProvider::new());
+        let segments = Arc::new(SegmentsSchema::new(lake.clone(), runtime.clone()));
+        segments.refresh().await?;
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema(PUBLIC, public.clone())?;
         catalog.register_schema(SEGMENTS, segments.clone())?;
         let masked = MemoryCatalogProvider::new();
         masked.register_schema(PUBLIC, Arc::new(MaskedSchema::new(public)))?;
-        masked.register_schema(SEGMENTS, Arc::new(MaskedSchema::new(segments)))?;
+        masked.register_schema(SEGMENTS, Arc::new(MaskedSchema::new(segments.clone())))?;
         let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
+        segments.set_catalog(Arc::downgrade(&catalog));
         let ctx = build_context(runtime, catalog.clone())?;
         Ok(Self {
             ctx,
             lake,
             catalog,
             masked_catalog: Arc::new(masked),
+            segments,
         })
     }
 
@@ -96,6 +102,54 @@ impl Engine {
         build_context(builder.build_arc()?, catalog)
     }
 
+    /// Re-read the segment definitions (another process may have changed them).
+    pub async fn refresh_segments(&self) -> Result<Vec<SegmentDef>> {
+        self.segments.refresh().await
+    }
+
+    /// Define a segment after checking it (see [`crate::segments::validate`]).
+    pub async fn create_segment(&self, name: &str, sql: &str) -> Result<SegmentDef> {
+        let mut defs = self.refresh_segments().await?;
+        if defs.iter().any(|d| d.name == name) {
+            return Err(crate::Error::Segment(format!(
+                "segment {name} already exists: drop it first or pick another name"
+            )));
+        }
+        crate::segments::validate(self, name, sql).await?;
+        let def = SegmentDef {
+            name: name.to_string(),
+            sql: sql.trim().trim_end_matches(';').trim().to_string(),
+            created_at: chrono_now(),
+        };
+        defs.push(def.clone());
+        self.lake.write_segments(defs).await?;
+        self.refresh_segments().await?;
+        Ok(def)
+    }
+
+    /// Remove a segment's definition; refused while another segment uses it.
+    pub async fn drop_segment(&self, name: &str) -> Result<SegmentDef> {
+        let defs = self.refresh_segments().await?;
+        let Some(def) = defs.iter().find(|d| d.name == name).cloned() else {
+            return Err(crate::Error::Segment(format!(
+                "segment {name} does not exist (keystone segment list shows them)"
+            )));
+        };
+        for other in defs.iter().filter(|d| d.name != name) {
+            let tables = crate::segments::definition_tables(&other.sql).unwrap_or_default();
+            if tables.iter().any(|(s, t)| s == SEGMENTS && t == name) {
+                return Err(crate::Error::Segment(format!(
+                    "segment {name} is used by segment {}: drop that one first",
+                    other.name
+                )));
+            }
+        }
+        let rest = defs.into_iter().filter(|d| d.name != name).collect();
+        self.lake.write_segments(rest).await?;
+        self.refresh_segments().await?;
+        Ok(def)
+    }
+
     /// Plan a query.
     pub async fn sql(&self, query: &str) -> Result<DataFrame> {
         Ok(self.ctx.sql(query).await?)
@@ -113,7 +167,7 @@ impl Engine {
 }
 
 /// A session whose default catalog is `catalog`, with Keystone's functions.
-fn build_context(
+pub(crate) fn build_context(
     runtime: Arc<RuntimeEnv>,
     catalog: Arc<dyn CatalogProvider>,
 ) -> Result<SessionContext> {
@@ -132,4 +186,8 @@ fn build_context(
     ctx.register_udaf(crate::udf::most_frequent_udaf());
     ctx.register_udaf(crate::udf::latest_traits_udaf());
     Ok(ctx)
+}
+
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -15,6 +15,10 @@ pub enum Error {
     #[error("{0}")]
     Resolve(String),
 
+    /// A segment definition or operation was refused.
+    #[error("{0}")]
+    Segment(String),
+
     /// Results could not be written.
     #[error("writing results: {0}")]
     Output(String),

@@ -18,6 +18,7 @@ pub mod masking;
 pub mod output;
 pub mod profiles;
 pub mod resolve;
+pub mod segments;
 pub mod udf;
 
 pub use catalog::{EVENTS_RESOLVED, LakeSchema};

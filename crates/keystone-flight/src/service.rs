@@ -189,6 +189,8 @@ impl KeystoneFlight {
         sql: &str,
     ) -> Result<(SessionContext, LogicalPlan), Status> {
         policy::check_can_query(principal)?;
+        // Segments may have been defined or dropped by another process.
+        self.engine.refresh_segments().await.map_err(internal)?;
         let ctx = self.session(principal)?;
         let state = ctx.state();
         let sql = number_placeholders(sql);
@@ -367,6 +369,7 @@ impl KeystoneFlight {
         &self,
         principal: &Principal,
     ) -> Result<Vec<(String, String, bool, SchemaRef)>, Status> {
+        self.engine.refresh_segments().await.map_err(internal)?;
         let ctx = self.session(principal)?;
         let Some(catalog) = ctx.catalog(CATALOG) else {
             return Ok(Vec::new());

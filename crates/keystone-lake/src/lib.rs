@@ -24,12 +24,14 @@ mod error;
 mod keys;
 mod lake;
 mod rewrite;
+mod segments;
 mod tables;
 
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
 pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
 pub use lake::Lake;
+pub use segments::{SegmentDef, check_segment_name};
 pub use tables::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, TABLES, TableSpec,
 };

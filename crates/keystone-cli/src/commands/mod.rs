@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod keys;
 pub mod profile;
 pub mod resolve;
+pub mod segment;
 pub mod serve;
 pub mod sql;
 pub mod tables;
