@@ -115,10 +115,11 @@ impl Engine {
                 "segment {name} already exists: drop it first or pick another name"
             )));
         }
+        let sql = sql.trim().trim_end_matches(';').trim();
         crate::segments::validate(self, name, sql).await?;
         let def = SegmentDef {
             name: name.to_string(),
-            sql: sql.trim().trim_end_matches(';').trim().to_string(),
+            sql: sql.to_string(),
             created_at: chrono_now(),
         };
         defs.push(def.clone());

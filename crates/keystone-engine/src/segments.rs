@@ -37,7 +37,7 @@ pub struct SegmentsSchema {
 /// The SQL of the view of a segment defined by `definition`.
 pub fn view_sql(definition: &str) -> String {
     format!(
-        "SELECT p.* FROM {CATALOG}.{PUBLIC}.profiles p WHERE p.profile_id IN (SELECT profile_id FROM ({definition}) AS segment_definition)"
+        "SELECT p.* FROM {CATALOG}.{PUBLIC}.profiles p WHERE p.profile_id IN (SELECT profile_id FROM (\n{definition}\n) AS segment_definition)"
     )
 }
 
@@ -155,10 +155,10 @@ pub async fn validate(engine: &crate::Engine, name: &str, sql: &str) -> Result<(
     let tables = definition_tables(sql)?;
     let ctx = engine.context();
     for (schema, table) in &tables {
-        let exists = ctx
-            .catalog(CATALOG)
-            .and_then(|c| c.schema(schema))
-            .is_some_and(|s| s.table_exist(table));
+        let exists = match ctx.catalog(CATALOG).and_then(|c| c.schema(schema)) {
+            Some(s) => s.table(table).await?.is_some(),
+            None => false,
+        };
         if !exists {
             return Err(Error::Segment(format!(
                 "the definition reads {schema}.{table}, which does not exist{}",

@@ -39,16 +39,15 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
                 let members = engine
                     .collect(&format!("SELECT count(*) FROM segments.{}", def.name))
                     .await?;
-                let n =
-                    members
-                        .first()
-                        .and_then(|b| {
-                            arrow::array::cast::AsArray::as_primitive_opt::<
+                let n = members
+                    .first()
+                    .and_then(|b| {
+                        arrow::array::cast::AsArray::as_primitive_opt::<
                                 arrow::datatypes::Int64Type,
                             >(b.column(0).as_ref())
                             .map(|a| a.value(0))
-                        })
-                        .unwrap_or(0);
+                    })
+                    .unwrap_or(0);
                 eprintln!(
                     "created segment {} ({n} profiles now); query it as segments.{}",
                     def.name, def.name

@@ -9,6 +9,7 @@ mod demo;
 mod ingest;
 mod kill;
 mod resolve;
+mod segment;
 mod sql;
 
 use std::path::{Path, PathBuf};
