@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $secs s per case"
 key=$("$bin" --quiet --lake "$work/lake" keys create --role collector --name bench)
-/usr/bin/time -f "%e %M" -o "$work/serve.time" "$bin" --lake "$work/lake" serve --http "127.0.0.1:$port" --wal "$work/wal" 2> "$work/serve.log" &
+/usr/bin/time -f "%e %M" -o "$work/serve.time" "$bin" --lake "$work/lake" serve --http "127.0.0.1:$port" --no-flight --wal "$work/wal" 2> "$work/serve.log" &
 pid=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 

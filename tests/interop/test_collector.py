@@ -42,7 +42,7 @@ class Server:
         argv = [str(self.keystone.binary), "--lake", str(self.lake)]
         if self.config:
             argv += ["--config", str(self.config)]
-        argv += ["serve", "--http", f"127.0.0.1:{self.port}", "--wal", str(self.wal)]
+        argv += ["serve", "--http", f"127.0.0.1:{self.port}", "--wal", str(self.wal), "--no-flight"]
         self.proc = subprocess.Popen(
             argv, cwd=self.keystone.cwd, env=_clean_env(self.env),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -195,8 +195,12 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 
 /// The key in `base64(user:password)`: whichever part is a Keystone key.
 fn basic_key(encoded: &str) -> Result<String, Status> {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+    // Clients differ on padding (Go's Flight client sends none).
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    let encoded = encoded.trim();
+    let decoded = STANDARD
+        .decode(encoded)
+        .or_else(|_| STANDARD_NO_PAD.decode(encoded))
         .map_err(|_| unauthenticated("Basic credentials are not base64"))?;
     let text = String::from_utf8(decoded)
         .map_err(|_| unauthenticated("Basic credentials are not UTF-8"))?;
@@ -219,6 +223,8 @@ mod tests {
         assert_eq!(basic_key(&enc("analyst:ks_def")).expect("key"), "ks_def");
         assert_eq!(basic_key(&enc("ks_only")).expect("key"), "ks_only");
         assert!(basic_key("%%%").is_err());
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("bi:ks_xyz");
+        assert_eq!(basic_key(&unpadded).expect("key"), "ks_xyz");
     }
 
     #[test]

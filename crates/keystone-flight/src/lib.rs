@@ -56,15 +56,14 @@ pub enum Error {
 /// `Result` of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Serve Flight SQL on `listener` until `shutdown` resolves.
-pub async fn serve(
-    service: KeystoneFlight,
-    config: &FlightConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+/// The gRPC server, with TLS when the config names a certificate: errors
+/// (unreadable or invalid certificate) come before anything listens.
+pub fn server(config: &FlightConfig) -> Result<Server> {
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        // Several TLS backends are linked (object stores use their own):
+        // name the one the Flight service uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
@@ -72,8 +71,21 @@ pub async fn serve(
             })
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Config(format!("TLS certificate or key refused: {e}")))?;
     }
+    Ok(builder)
+}
+
+/// Serve Flight SQL on `listener` until `shutdown` resolves.
+pub async fn serve(
+    service: KeystoneFlight,
+    config: &FlightConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let mut builder = server(config)?;
     let svc = FlightServiceServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(usize::MAX);

@@ -35,9 +35,10 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
     let wal_dir = args.wal.unwrap_or_else(|| PathBuf::from("keystone-wal"));
     let quiet = settings.quiet;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
 
     // Flight SQL first: `/health` answers 200 only once both listen.
@@ -60,12 +61,20 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
         let engine = Arc::new(Engine::open(lake.clone()).await?);
         let service = KeystoneFlight::new(engine, settings.flight.clone()).await?;
         let config = settings.flight.clone();
+        // Certificate problems are reported now, not after start-up.
+        keystone_flight::server(&config)?;
         let mut rx = stop_rx.clone();
+        let stop_all = stop_tx.clone();
         flight_task = Some(tokio::spawn(async move {
-            keystone_flight::serve(service, &config, listener, async move {
+            let result = keystone_flight::serve(service, &config, listener, async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             })
-            .await
+            .await;
+            if result.is_err() {
+                // The collector stops too: a half-up server is worse than none.
+                let _ = stop_all.send(true);
+            }
+            result
         }));
     }
 
