@@ -382,9 +382,10 @@ impl KeystoneFlight {
             let mut names = schema.table_names();
             names.sort();
             for name in names {
-                if !policy::can_read(principal.role, schema_name, &name)
-                    && !(principal.role == keystone_lake::Role::Collector && name == "events")
-                {
+                // Collector keys see `events`, the table they ingest into.
+                let ingest_target =
+                    principal.role == keystone_lake::Role::Collector && name == "events";
+                if !(policy::can_read(principal.role, schema_name, &name) || ingest_target) {
                     continue;
                 }
                 let Some(provider) = schema.table(&name).await.map_err(|e| status_of(&e))? else {
@@ -655,7 +656,7 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request).await?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         flight_info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -743,7 +744,7 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request).await?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         flight_info(
             &schema,
             query.as_any().encode_to_vec(),
@@ -795,7 +796,7 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request).await?;
-        let schema = query.clone().into_builder(&self.xdbc).schema();
+        let schema = query.into_builder(&self.xdbc).schema();
         flight_info(
             &schema,
             query.as_any().encode_to_vec(),
