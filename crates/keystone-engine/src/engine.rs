@@ -107,6 +107,12 @@ impl Engine {
         self.segments.refresh().await
     }
 
+    /// Re-read the segment definitions if the last read is older than
+    /// `max_age` (servers: definitions change from other processes).
+    pub async fn refresh_segments_if_older(&self, max_age: std::time::Duration) -> Result<()> {
+        self.segments.refresh_if_older(max_age).await
+    }
+
     /// Define a segment after checking it (see [`crate::segments::validate`]).
     pub async fn create_segment(&self, name: &str, sql: &str) -> Result<SegmentDef> {
         let mut defs = self.refresh_segments().await?;

@@ -32,6 +32,7 @@ pub struct SegmentsSchema {
     runtime: Arc<RuntimeEnv>,
     catalog: OnceLock<Weak<dyn CatalogProvider>>,
     defs: RwLock<HashMap<String, SegmentDef>>,
+    loaded: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The SQL of the view of a segment defined by `definition`.
@@ -49,6 +50,7 @@ impl SegmentsSchema {
             runtime,
             catalog: OnceLock::new(),
             defs: RwLock::new(HashMap::new()),
+            loaded: std::sync::Mutex::new(None),
         }
     }
 
@@ -57,9 +59,27 @@ impl SegmentsSchema {
         let _ = self.catalog.set(catalog);
     }
 
+    /// Re-read the definitions when the last read is older than `max_age`
+    /// (a server calls this before each query).
+    pub async fn refresh_if_older(&self, max_age: std::time::Duration) -> Result<()> {
+        let fresh = self
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|at| at.elapsed() < max_age);
+        if !fresh {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
     /// Re-read the definitions from the lake.
     pub async fn refresh(&self) -> Result<Vec<SegmentDef>> {
         let defs = self.lake.segments().await?;
+        if let Ok(mut loaded) = self.loaded.lock() {
+            *loaded = Some(std::time::Instant::now());
+        }
         if let Ok(mut map) = self.defs.write() {
             *map = defs.iter().map(|d| (d.name.clone(), d.clone())).collect();
         }

@@ -32,6 +32,10 @@ pub struct Principal {
     pub role: Role,
     /// The key may see personal data in clear.
     pub pii: bool,
+    /// The handshake session of the caller (a digest of its token), when it
+    /// authenticated with a token; `None` for a key sent with every call,
+    /// which any number of connections may share.
+    pub session: Option<[u8; 32]>,
 }
 
 impl Principal {
@@ -41,6 +45,7 @@ impl Principal {
             name: record.name.clone(),
             role: record.role,
             pii: record.grants.iter().any(|g| g == "pii"),
+            session: None,
         }
     }
 
@@ -118,6 +123,7 @@ impl Authenticator {
     }
 
     async fn verify_token(&self, token: &str) -> Result<Principal, Status> {
+        let digest = Self::token_digest(token);
         let key_id = {
             let mut tokens = self
                 .tokens
@@ -125,7 +131,7 @@ impl Authenticator {
                 .map_err(|_| Status::internal("token table poisoned"))?;
             let now = Instant::now();
             tokens.retain(|_, t| t.expires > now);
-            match tokens.get(&Self::token_digest(token)) {
+            match tokens.get(&digest) {
                 Some(t) => t.key_id.clone(),
                 None => return Err(unauthenticated("unknown or expired token: handshake again")),
             }
@@ -134,7 +140,10 @@ impl Authenticator {
         ring.records()
             .iter()
             .find(|r| r.id == key_id && !r.revoked)
-            .map(Principal::from_record)
+            .map(|r| Principal {
+                session: Some(digest),
+                ..Principal::from_record(r)
+            })
             .ok_or_else(|| unauthenticated("the key of this token was revoked"))
     }
 
@@ -167,7 +176,7 @@ impl Authenticator {
 
     /// The Basic (or Bearer) handshake: the caller and a new token.
     pub async fn handshake(&self, metadata: &MetadataMap) -> Result<(Principal, String), Status> {
-        let principal = self.authenticate(metadata).await?;
+        let mut principal = self.authenticate(metadata).await?;
         let token = format!(
             "{TOKEN_PREFIX}{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -177,8 +186,10 @@ impl Authenticator {
             .tokens
             .lock()
             .map_err(|_| Status::internal("token table poisoned"))?;
+        let digest = Self::token_digest(&token);
+        principal.session = Some(digest);
         tokens.insert(
-            Self::token_digest(&token),
+            digest,
             Token {
                 key_id: principal.key_id.clone(),
                 expires: Instant::now() + self.ttl,

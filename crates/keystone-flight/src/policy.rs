@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `admin` | queries | every table and view |
 //! | `analyst` | queries | every table and view; personal columns masked without the `pii` grant |
-//! | `activation` | queries | `segments.*` and `profiles`; masked without `pii` |
+//! | `activation` | queries | `segments.*`, `profiles`, `segment_membership`, `segment_changes`; masked without `pii` |
 //! | `collector` | none (bulk ingest into `events` only) | — |
 //!
 //! Only read-only statements reach the planner: a query, `EXPLAIN` of one,
@@ -81,7 +81,8 @@ pub fn can_read(role: Role, schema: &str, table: &str) -> bool {
         Role::Activation => {
             schema == SEGMENTS
                 || schema == INFORMATION_SCHEMA
-                || (schema == PUBLIC && table == "profiles")
+                || (schema == PUBLIC
+                    && matches!(table, "profiles" | "segment_membership" | "segment_changes"))
         }
         Role::Collector => false,
     }
@@ -93,7 +94,9 @@ pub fn check_table(principal: &Principal, schema: &str, table: &str) -> Result<(
         return Ok(());
     }
     let allowed = match principal.role {
-        Role::Activation => "activation keys read segments.* and profiles",
+        Role::Activation => {
+            "activation keys read segments.*, profiles, segment_membership and segment_changes"
+        }
         _ => "this key reads no table",
     };
     Err(Status::permission_denied(format!(
@@ -164,6 +167,7 @@ mod tests {
     fn activation_reads_segments_and_profiles_only() {
         assert!(can_read(Role::Activation, SEGMENTS, "vip"));
         assert!(can_read(Role::Activation, PUBLIC, "profiles"));
+        assert!(can_read(Role::Activation, PUBLIC, "segment_changes"));
         assert!(!can_read(Role::Activation, PUBLIC, "events"));
         assert!(!can_read(Role::Activation, PUBLIC, "identities"));
         assert!(can_read(Role::Analyst, PUBLIC, "events"));

@@ -53,6 +53,10 @@ use crate::sql::{conform, flight_schema, number_placeholders, status_of};
 
 type DoGetStream = <KeystoneFlight as FlightService>::DoGetStream;
 
+/// How stale the segment definitions may be when a query is planned (they
+/// change from other processes: `keystone segment create|drop`).
+const SEGMENTS_MAX_AGE: Duration = Duration::from_secs(2);
+
 /// The action ADBC sends when a connection closes.
 const CLOSE_SESSION: &str = "CloseSession";
 
@@ -70,6 +74,8 @@ pub struct KeystoneFlight {
 /// A prepared statement: its SQL, its owner and its bound parameters.
 struct Prepared {
     key_id: String,
+    /// The handshake session that prepared it (closed with that session).
+    session: Option<[u8; 32]>,
     sql: String,
     params: Option<RecordBatch>,
     last_used: Instant,
@@ -190,7 +196,10 @@ impl KeystoneFlight {
     ) -> Result<(SessionContext, LogicalPlan), Status> {
         policy::check_can_query(principal)?;
         // Segments may have been defined or dropped by another process.
-        self.engine.refresh_segments().await.map_err(internal)?;
+        self.engine
+            .refresh_segments_if_older(SEGMENTS_MAX_AGE)
+            .await
+            .map_err(internal)?;
         let ctx = self.session(principal)?;
         let state = ctx.state();
         let sql = number_placeholders(sql);
@@ -337,6 +346,7 @@ impl KeystoneFlight {
             handle.clone(),
             Prepared {
                 key_id: principal.key_id.clone(),
+                session: principal.session,
                 sql,
                 params: None,
                 last_used: Instant::now(),
@@ -369,7 +379,10 @@ impl KeystoneFlight {
         &self,
         principal: &Principal,
     ) -> Result<Vec<(String, String, bool, SchemaRef)>, Status> {
-        self.engine.refresh_segments().await.map_err(internal)?;
+        self.engine
+            .refresh_segments_if_older(SEGMENTS_MAX_AGE)
+            .await
+            .map_err(internal)?;
         let ctx = self.session(principal)?;
         let Some(catalog) = ctx.catalog(CATALOG) else {
             return Ok(Vec::new());
@@ -895,9 +908,14 @@ impl FlightSqlService for KeystoneFlight {
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let principal = self.principal(&request).await?;
         if request.get_ref().r#type == CLOSE_SESSION {
-            // The session's prepared statements go with it.
-            let mut prepared = self.prepared.lock().map_err(internal)?;
-            prepared.retain(|_, p| p.key_id != principal.key_id);
+            // A handshake session's prepared statements go with it. A key
+            // sent with every call names no session (many connections may
+            // share it): their statements are closed one by one by
+            // ClosePreparedStatement, or evicted by the LRU cap.
+            if let Some(session) = principal.session {
+                let mut prepared = self.prepared.lock().map_err(internal)?;
+                prepared.retain(|_, p| p.session != Some(session));
+            }
             // CloseSessionResult { status: CLOSED (1) }.
             let body = arrow_flight::Result {
                 body: bytes::Bytes::from_static(&[0x08, 0x01]),

@@ -67,20 +67,39 @@ pub fn status_of(error: &DataFusionError) -> Status {
 }
 
 /// The schema a client is told about: the plan's schema with dictionaries
-/// replaced by their values (what the Flight encoder sends).
+/// replaced by their values (what the Flight encoder sends) and string/binary
+/// views sent as plain strings/binary.
+///
+/// Views: many Flight SQL clients (JDBC/ODBC drivers on older Arrow
+/// libraries) cannot read them, and the IPC writer sends every data buffer a
+/// view array references with each slice the encoder cuts from a batch, so a
+/// scan's views can multiply the bytes on the wire several times over.
 pub fn flight_schema(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let dt = match f.data_type() {
-                DataType::Dictionary(_, value) => value.as_ref().clone(),
-                other => other.clone(),
-            };
-            Field::new(f.name(), dt, f.is_nullable()).with_metadata(f.metadata().clone())
-        })
-        .collect();
+    let fields: Vec<Field> = schema.fields().iter().map(|f| plain_field(f)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn plain_field(field: &Field) -> Field {
+    Field::new(
+        field.name(),
+        plain_type(field.data_type()),
+        field.is_nullable(),
+    )
+    .with_metadata(field.metadata().clone())
+}
+
+fn plain_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Dictionary(_, value) => plain_type(value),
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(item) => DataType::List(Arc::new(plain_field(item))),
+        DataType::LargeList(item) => DataType::LargeList(Arc::new(plain_field(item))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| plain_field(f)).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// `batch` with exactly the announced `schema` (same types, names and
@@ -147,6 +166,46 @@ mod tests {
             code("SELECT nope FROM (SELECT 1 AS a)").code(),
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn views_are_announced_as_plain_strings_and_cast_to_them() {
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new("b", DataType::BinaryView, false),
+            Field::new(
+                "l",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true))),
+                true,
+            ),
+        ]);
+        let announced = flight_schema(&schema);
+        assert_eq!(announced.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(announced.field(1).data_type(), &DataType::Binary);
+        assert_eq!(
+            announced.field(2).data_type(),
+            &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        );
+        let views = arrow::array::StringViewArray::from(vec![
+            Some("a string longer than twelve bytes"),
+            None,
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![schema.field(0).clone()])),
+            vec![Arc::new(views)],
+        )
+        .unwrap();
+        let one = flight_schema(&batch.schema());
+        let sent = conform(&one, batch).unwrap();
+        assert_eq!(sent.schema(), one);
+        use arrow::array::Array;
+        let strings = sent
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(strings.value(0), "a string longer than twelve bytes");
+        assert!(strings.is_null(1));
     }
 
     #[test]

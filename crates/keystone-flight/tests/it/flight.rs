@@ -717,14 +717,34 @@ async fn bulk_ingest_appends_valid_rows_and_quarantines_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_session_is_answered_and_unknown_actions_are_unimplemented() {
+async fn close_session_closes_only_that_sessions_statements() {
     let server = Server::start(FlightConfig::default()).await;
-    let mut client = server.client(&server.keys.analyst).await;
-    let stmt = client
+    // Two connections of one BI tool, each with its handshake session, and a
+    // third sending the same key with every call.
+    let mut closing = FlightSqlServiceClient::new(server.channel().await);
+    closing
+        .handshake("bi-tool", &server.keys.analyst)
+        .await
+        .expect("handshake");
+    let mut other = FlightSqlServiceClient::new(server.channel().await);
+    other
+        .handshake("bi-tool", &server.keys.analyst)
+        .await
+        .expect("handshake");
+    let mut keyed = server.client(&server.keys.analyst).await;
+    let mut closed = closing
         .prepare("SELECT 1 AS one".into(), None)
         .await
         .expect("prepare");
-    let results: Vec<_> = client
+    let mut kept = other
+        .prepare("SELECT 2 AS two".into(), None)
+        .await
+        .expect("prepare");
+    let mut kept_keyed = keyed
+        .prepare("SELECT 3 AS three".into(), None)
+        .await
+        .expect("prepare");
+    let results: Vec<_> = closing
         .do_action(Action::new("CloseSession", ""))
         .await
         .expect("close session")
@@ -737,12 +757,26 @@ async fn close_session_is_answered_and_unknown_actions_are_unimplemented() {
         [0x08, 0x01],
         "CloseSessionResult{{CLOSED}}"
     );
-    // The session's prepared statements are gone.
-    let mut stmt = stmt;
-    let (c, _) = code(stmt.execute().await.expect_err("closed"));
+    // The closed session's statements are gone ...
+    let (c, _) = code(closed.execute().await.expect_err("closed"));
     assert_eq!(c, Code::NotFound);
+    // ... the other connections' statements, same key, are not.
+    kept.execute().await.expect("another session's statement");
+    kept_keyed
+        .execute()
+        .await
+        .expect("a keyed connection's statement");
+    // A keyed connection's CloseSession names no session: nothing closes.
+    let _: Vec<_> = keyed
+        .do_action(Action::new("CloseSession", ""))
+        .await
+        .expect("close session")
+        .try_collect()
+        .await
+        .expect("results");
+    kept.execute().await.expect("still open");
     let (c, _) = code(
-        client
+        keyed
             .do_action(Action::new("Frobnicate", ""))
             .await
             .expect_err("unknown action"),
