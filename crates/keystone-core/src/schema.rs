@@ -102,6 +102,35 @@ pub fn profile_merges_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// The `segment_membership` table: the members of a segment at one
+/// materialisation run (one full snapshot per segment and run).
+pub fn segment_membership_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("segment", DataType::Utf8, false),
+            Field::new("profile_id", DataType::Utf8, false),
+            Field::new("run_id", DataType::Int64, false),
+            Field::new("materialized_at", ts(), false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// The `segment_changes` table: who entered or exited a segment at a run,
+/// against the segment's previous run.
+pub fn segment_changes_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("segment", DataType::Utf8, false),
+            Field::new("profile_id", DataType::Utf8, false),
+            Field::new("change", DataType::Utf8, false),
+            Field::new("run_id", DataType::Int64, false),
+            Field::new("at", ts(), false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
 /// The `identity_audit` table: one identifier an event carried that a rule cut.
 pub fn identity_audit_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {

@@ -14,7 +14,9 @@
 mod catalog;
 mod engine;
 mod error;
+pub mod export;
 pub mod masking;
+pub mod materialize;
 pub mod output;
 pub mod profiles;
 pub mod resolve;

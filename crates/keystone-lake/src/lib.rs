@@ -33,7 +33,8 @@ pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
 pub use lake::Lake;
 pub use segments::{SegmentDef, check_segment_name};
 pub use tables::{
-    EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, TABLES, TableSpec,
+    EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, SEGMENT_CHANGES,
+    SEGMENT_MEMBERSHIP, TABLES, TableSpec,
 };
 
 /// Re-exported so that callers name Delta types through one path.

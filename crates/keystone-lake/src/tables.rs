@@ -3,7 +3,7 @@
 use arrow::datatypes::SchemaRef;
 use keystone_core::schema::{
     EVENT_DATE, events_schema, identities_schema, identity_audit_schema, profile_merges_schema,
-    profiles_schema, quarantine_schema,
+    profiles_schema, quarantine_schema, segment_changes_schema, segment_membership_schema,
 };
 
 /// Name, schema and partition columns of one lake table.
@@ -63,6 +63,22 @@ pub const PROFILES: TableSpec = TableSpec {
     description: "one row per profile: identifiers, activity, latest traits, computed traits, RFM scores",
 };
 
+/// The members of each segment at each materialisation run.
+pub const SEGMENT_MEMBERSHIP: TableSpec = TableSpec {
+    name: "segment_membership",
+    schema: segment_membership_schema,
+    partition_columns: &["segment"],
+    description: "one row per member of a segment at a run: segment, profile, run id, when",
+};
+
+/// Who entered or exited each segment at each materialisation run.
+pub const SEGMENT_CHANGES: TableSpec = TableSpec {
+    name: "segment_changes",
+    schema: segment_changes_schema,
+    partition_columns: &["segment"],
+    description: "one row per profile that entered or exited a segment at a run",
+};
+
 /// Every table this version of Keystone writes.
 pub const TABLES: &[TableSpec] = &[
     EVENTS,
@@ -71,4 +87,6 @@ pub const TABLES: &[TableSpec] = &[
     PROFILE_MERGES,
     IDENTITY_AUDIT,
     PROFILES,
+    SEGMENT_MEMBERSHIP,
+    SEGMENT_CHANGES,
 ];

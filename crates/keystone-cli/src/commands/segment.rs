@@ -28,6 +28,42 @@ enum SegmentCommand {
     List,
     /// Remove a segment's definition (refused while another segment uses it).
     Drop { name: String },
+    /// Snapshot members into segment_membership and who entered/exited since
+    /// the previous run into segment_changes (one run id for all).
+    Materialize {
+        /// Segments to materialise (default with --all: every segment).
+        names: Vec<String>,
+        /// Every defined segment.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+    /// List the materialisation runs: run id, when, members/entered/exited.
+    Runs,
+    /// Write a segment's members to a Parquet or CSV file (local or s3://).
+    Export {
+        name: String,
+        /// File path or URL, e.g. ./exports/vip.parquet or s3://bucket/vip.csv.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: Format,
+        /// email and phone as hex SHA-256 of the normalised value.
+        #[arg(long)]
+        hash_identifiers: bool,
+        /// Only who entered or exited since this run (keystone segment runs).
+        #[arg(long, value_name = "RUN")]
+        changes_since: Option<i64>,
+        /// Only profiles whose latest consent for this purpose is granted
+        /// (e.g. marketing, advertising).
+        #[arg(long)]
+        purpose: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Parquet,
+    Csv,
 }
 
 pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitCode> {
@@ -64,6 +100,79 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
             engine.drop_segment(&name).await?;
             if !settings.quiet {
                 eprintln!("dropped segment {name}");
+            }
+        }
+        SegmentCommand::Materialize { names, all } => {
+            if names.is_empty() && !all {
+                anyhow::bail!("name the segments to materialise, or pass --all");
+            }
+            let quiet = settings.quiet;
+            let report = engine
+                .materialize_segments(&names, |t| {
+                    if !quiet {
+                        eprintln!(
+                            "  {}: {} members, +{} entered, -{} exited ({:.2} s, changes {:.2} s)",
+                            t.counts.segment,
+                            t.counts.members,
+                            t.counts.entered,
+                            t.counts.exited,
+                            t.evaluate.as_secs_f64(),
+                            t.changes.as_secs_f64()
+                        );
+                    }
+                })
+                .await?;
+            if report.discarded_rows > 0 && !quiet {
+                eprintln!(
+                    "removed {} rows left by an earlier run that did not finish",
+                    report.discarded_rows
+                );
+            }
+            if !quiet {
+                eprintln!(
+                    "materialised {} segment(s) as run {} (written in {:.2} s)",
+                    report.run.segments.len(),
+                    report.run.run_id,
+                    report.write.as_secs_f64()
+                );
+            }
+            println!("{}", report.run.run_id);
+        }
+        SegmentCommand::Runs => {
+            println!("run_id\tmaterialized_at\tsegment\tmembers\tentered\texited");
+            for run in keystone_engine::materialize::segment_runs(engine.lake()).await? {
+                for s in &run.segments {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        run.run_id, run.materialized_at, s.segment, s.members, s.entered, s.exited
+                    );
+                }
+            }
+        }
+        SegmentCommand::Export {
+            name,
+            to,
+            format,
+            hash_identifiers,
+            changes_since,
+            purpose,
+        } => {
+            let opts = keystone_engine::export::ExportOptions {
+                to,
+                format: match format {
+                    Format::Parquet => keystone_engine::export::ExportFormat::Parquet,
+                    Format::Csv => keystone_engine::export::ExportFormat::Csv,
+                },
+                hash_identifiers,
+                changes_since,
+                purpose,
+            };
+            let record = engine.export_segment(&name, &opts).await?;
+            if !settings.quiet {
+                eprintln!(
+                    "exported {} rows of segment {} to {}",
+                    record.rows, record.segment, record.url
+                );
             }
         }
     }
