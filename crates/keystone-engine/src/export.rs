@@ -242,9 +242,13 @@ impl Engine {
         if to.contains("://") && !to.starts_with("file://") {
             let url = url::Url::parse(to)
                 .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
-            let (store, _) =
-                object_store::parse_url_opts(&url, self.lake().storage_options().clone())
-                    .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
+            let options = if self.lake().storage_options().is_empty() {
+                keystone_lake::storage_options_from_env()
+            } else {
+                self.lake().storage_options().clone()
+            };
+            let (store, _) = object_store::parse_url_opts(&url, options)
+                .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
             let base = url::Url::parse(&format!("{}://{}", url.scheme(), url.authority()))
                 .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
             self.context()

@@ -37,6 +37,15 @@ pub struct Lake {
     storage_options: HashMap<String, String>,
 }
 
+/// The object-store options (credentials, endpoint, region) given by the
+/// `AWS_*` environment: what `s3://` locations are opened with.
+pub fn storage_options_from_env() -> HashMap<String, String> {
+    STORAGE_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 impl Lake {
     /// Open the lake at `location`: a local path (created if missing), a
     /// `file://` URL, or `s3://bucket/prefix` (credentials and endpoint from
@@ -76,10 +85,7 @@ impl Lake {
         let storage_options = if root.scheme() == "file" {
             HashMap::new()
         } else {
-            STORAGE_ENV
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-                .collect()
+            storage_options_from_env()
         };
         Ok(Self {
             root,

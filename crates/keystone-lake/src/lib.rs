@@ -30,7 +30,7 @@ mod tables;
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
 pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
-pub use lake::Lake;
+pub use lake::{Lake, storage_options_from_env};
 pub use segments::{SegmentDef, check_segment_name};
 pub use tables::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, SEGMENT_CHANGES,
