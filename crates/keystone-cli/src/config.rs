@@ -19,6 +19,14 @@
 //! query_memory_limit_bytes = 1073741824
 //! query_timeout_secs = 300
 //!
+//! [retention]                        # keystone maintain (see docs/privacy.md)
+//! anonymous_events_days = 395          # never-identified visitors: 13 months
+//! quarantine_days = 30
+//!
+//! [maintain]
+//! target_file_mb = 128
+//! interval_minutes = 60                # keystone serve runs it (0: never)
+//!
 //! [profiles.traits]                    # computed traits: SQL aggregates over events_resolved
 //! orders_90d = "count(*) FILTER (WHERE event = 'Order Completed' AND \"timestamp\" > now() - INTERVAL '90 days')"
 //! ```
@@ -28,6 +36,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use keystone_collect::CollectorConfig;
+use keystone_engine::maintain::{MaintainConfig, RetentionConfig};
 use keystone_engine::profiles::ComputedTrait;
 use keystone_flight::FlightConfig;
 use keystone_identity::Rules;
@@ -52,6 +61,10 @@ pub struct ConfigFile {
     pub collector: CollectorConfig,
     #[serde(default)]
     pub flight: FlightConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub maintain: MaintainConfig,
 }
 
 /// `[profiles]`.
@@ -111,6 +124,8 @@ pub struct Settings {
     pub traits: Vec<ComputedTrait>,
     pub collector: CollectorConfig,
     pub flight: FlightConfig,
+    pub retention: RetentionConfig,
+    pub maintain: MaintainConfig,
 }
 
 impl Settings {
@@ -144,6 +159,8 @@ impl Settings {
                 .collect(),
             collector: file.collector,
             flight: file.flight,
+            retention: file.retention,
+            maintain: file.maintain,
         })
     }
 

@@ -47,6 +47,10 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Define, list and drop segments (audiences as SQL; views segments.NAME).
     Segment(commands::segment::SegmentArgs),
+    /// Erase people from the lake, physically, and drop their future events.
+    Forget(commands::forget::ForgetArgs),
+    /// Apply retention, compact small files, checkpoint and vacuum every table.
+    Maintain(commands::maintain::MaintainArgs),
     /// Create, list and revoke API keys (write keys for the collector, query keys).
     Keys(commands::keys::KeysArgs),
     /// Look at one profile: `keystone profile show email:jane@example.org [--explain]`.
@@ -74,7 +78,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e.to_string()));
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -88,6 +92,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resolve(args) => commands::resolve::run(&settings, args).await,
         Command::Serve(args) => commands::serve::run(&settings, args).await,
         Command::Keys(args) => commands::keys::run(&settings, args).await,
+        Command::Forget(args) => commands::forget::run(&settings, args).await,
+        Command::Maintain(args) => commands::maintain::run(&settings, args).await,
         Command::Segment(args) => commands::segment::run(&settings, args).await,
         Command::Profile(args) => commands::profile::run(&settings, args).await,
         Command::Sql(args) => commands::sql::run(&settings, args).await,

@@ -95,6 +95,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            &format!("{p}_suppressed_events_total"),
+            "Events dropped at flush: they carry an erased person's identifier (keystone forget).",
+            g(&flush.suppressed),
+        );
+        counter(
+            &mut out,
             &format!("{p}_flush_failures_total"),
             "Flushes that failed and were retried.",
             g(&flush.failures),

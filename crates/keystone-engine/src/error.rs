@@ -19,6 +19,10 @@ pub enum Error {
     #[error("{0}")]
     Segment(String),
 
+    /// An erasure was refused or failed.
+    #[error("{0}")]
+    Forget(String),
+
     /// Results could not be written.
     #[error("writing results: {0}")]
     Output(String),

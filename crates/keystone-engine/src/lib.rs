@@ -15,6 +15,8 @@ mod catalog;
 mod engine;
 mod error;
 pub mod export;
+pub mod forget;
+pub mod maintain;
 pub mod masking;
 pub mod materialize;
 pub mod output;

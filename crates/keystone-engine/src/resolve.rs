@@ -233,21 +233,29 @@ pub async fn resolve(
             }
             report.mode = Mode::ProfilesOnly;
         } else {
-            let old: BTreeSet<String> = lake
+            // An erasure removes the log before its checkpoint: the
+            // watermark's version may be gone, and with it the diff.
+            let old: Option<BTreeSet<String>> = lake
                 .file_uris(&EVENTS, Some(w))
-                .await?
-                .map(|(_, f)| f.into_iter().collect())
-                .unwrap_or_default();
+                .await
+                .ok()
+                .map(|v| v.map(|(_, f)| f.into_iter().collect()).unwrap_or_default());
             let now: BTreeSet<&String> = files.iter().collect();
-            if old.iter().any(|f| !now.contains(f)) {
-                full_reason =
-                    Some("files were removed from events (compaction or erasure)".to_string());
-            } else {
+            if let Some(old) = &old
+                && old.iter().all(|f| now.contains(f))
+            {
                 new_files = files
                     .iter()
                     .filter(|f| !old.contains(*f))
                     .cloned()
                     .collect();
+            } else if old.is_none() {
+                full_reason = Some(format!(
+                    "the events history of version {w} was erased (forget)"
+                ));
+            } else {
+                full_reason =
+                    Some("files were removed from events (compaction or erasure)".to_string());
             }
         }
     }

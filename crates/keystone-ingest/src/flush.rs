@@ -87,6 +87,8 @@ pub struct FlushStats {
     pub events: AtomicU64,
     /// Quarantined rows committed to the lake.
     pub quarantined: AtomicU64,
+    /// Events dropped because they carry an erased person's identifier.
+    pub suppressed: AtomicU64,
     /// Commits that failed (and were retried).
     pub failures: AtomicU64,
     /// Duration of each successful flush (read segments + commits).
@@ -100,6 +102,7 @@ impl Default for FlushStats {
         Self {
             events: AtomicU64::new(0),
             quarantined: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: Histogram::new(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             last_error: Mutex::new(None),
@@ -251,12 +254,15 @@ impl Flusher {
             ),
         ]);
         let mut n_events = 0;
+        let mut n_suppressed = 0;
         if last.number > events_done {
             let mut append = self.lake.append(&EVENTS, txn.clone()).await?;
             for b in events {
                 append.write(b).await?;
             }
-            n_events = append.commit(metadata.clone()).await?.rows;
+            let committed = append.commit(metadata.clone()).await?;
+            n_events = committed.rows;
+            n_suppressed = committed.suppressed;
         }
         let mut n_quarantined = 0;
         if last.number > quarantine_done {
@@ -285,6 +291,9 @@ impl Flusher {
             );
         }
         self.stats.events.fetch_add(n_events, Ordering::Relaxed);
+        self.stats
+            .suppressed
+            .fetch_add(n_suppressed, Ordering::Relaxed);
         self.stats
             .quarantined
             .fetch_add(n_quarantined, Ordering::Relaxed);

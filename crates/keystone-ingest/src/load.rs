@@ -119,6 +119,8 @@ pub struct IngestMetrics {
     pub files: Vec<FileOutcome>,
     pub events: u64,
     pub quarantined: u64,
+    /// Events dropped because they carry an erased person's identifier.
+    pub suppressed: u64,
     /// Version of `events` created by this ingest.
     pub events_version: Option<i64>,
     /// Version of `quarantine` created by this ingest.
@@ -227,6 +229,7 @@ pub async fn ingest_files(
         } = sink;
         let committed = append.commit(describe(&counts)).await?;
         metrics.events = committed.rows;
+        metrics.suppressed = committed.suppressed;
         metrics.events_version = committed.version;
         if !rejects.is_empty() {
             let q_txns: Vec<(String, i64)> = to_load

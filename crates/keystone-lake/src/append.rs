@@ -25,7 +25,17 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
+use crate::privacy::Suppressions;
 use crate::{Error, Lake, Result, TableSpec};
+
+/// Event columns checked against the suppression list: (identifier type, column).
+const SUPPRESSED_COLUMNS: &[(&str, &str)] = &[
+    ("user_id", "user_id"),
+    ("anonymous_id", "anonymous_id"),
+    ("email", "email"),
+    ("phone", "phone"),
+    ("device_id", "device_id"),
+];
 
 /// Rows per Parquet row group. A row group is encoded in memory until it is
 /// full, and an ingest keeps one open file per partition (`event_date`): small
@@ -66,6 +76,8 @@ pub struct AppendMetrics {
     pub rows: u64,
     /// The table version the commit created (`None` when nothing was written).
     pub version: Option<i64>,
+    /// Rows dropped because they carry a suppressed (erased) identifier.
+    pub suppressed: u64,
 }
 
 /// An append in progress; see the module docs.
@@ -75,6 +87,8 @@ pub struct Append {
     writer: RecordBatchWriter,
     txns: Vec<(String, i64)>,
     rows: u64,
+    suppressions: Option<Suppressions>,
+    suppressed: u64,
 }
 
 impl Lake {
@@ -82,6 +96,11 @@ impl Lake {
     /// `(app id, version)` of `txns` is recorded as a Delta application
     /// transaction in the commit.
     pub async fn append(&self, spec: &TableSpec, txns: Vec<(String, i64)>) -> Result<Append> {
+        let suppressions = if spec.name == crate::EVENTS.name {
+            Some(self.suppressions().await?).filter(|s| !s.is_empty())
+        } else {
+            None
+        };
         let table = self.load_or_create(spec).await?;
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| Error::delta(spec.name, e))?
@@ -93,6 +112,8 @@ impl Lake {
             writer,
             txns,
             rows: 0,
+            suppressions,
+            suppressed: 0,
         })
     }
 
@@ -122,6 +143,7 @@ impl Lake {
 impl Append {
     /// Write a batch (of the table's schema) to new files.
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = self.drop_suppressed(batch)?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -130,6 +152,35 @@ impl Append {
             .write(batch)
             .await
             .map_err(|e| Error::delta(self.table_name, e))
+    }
+
+    /// `batch` without the rows carrying a suppressed identifier (counted).
+    fn drop_suppressed(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        use arrow::array::{Array, AsArray};
+        let Some(suppressions) = &self.suppressions else {
+            return Ok(batch);
+        };
+        let mut keep = vec![true; batch.num_rows()];
+        for (kind, column) in SUPPRESSED_COLUMNS {
+            let Ok(i) = batch.schema().index_of(column) else {
+                continue;
+            };
+            let values = arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| Error::Arrow(e.to_string()))?;
+            let values = values.as_string::<i32>();
+            for (row, k) in keep.iter_mut().enumerate() {
+                if *k && !values.is_null(row) && suppressions.contains(kind, values.value(row)) {
+                    *k = false;
+                }
+            }
+        }
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return Ok(batch);
+        }
+        self.suppressed += dropped as u64;
+        let mask = arrow::array::BooleanArray::from(keep);
+        arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| Error::Arrow(e.to_string()))
     }
 
     /// Rows written so far.
@@ -141,8 +192,12 @@ impl Append {
     /// `commitInfo`. With no rows written, nothing is committed.
     pub async fn commit(self, metadata: HashMap<String, Value>) -> Result<AppendMetrics> {
         if self.rows == 0 {
-            return Ok(AppendMetrics::default());
+            return Ok(AppendMetrics {
+                suppressed: self.suppressed,
+                ..AppendMetrics::default()
+            });
         }
+        let suppressed = self.suppressed;
         let props = commit_properties(self.txns, metadata);
         let mut table = self.table;
         let version = self
@@ -154,6 +209,7 @@ impl Append {
         Ok(AppendMetrics {
             rows: self.rows,
             version: Some(version as i64),
+            suppressed,
         })
     }
 }

@@ -19,6 +19,10 @@ pub enum Error {
     #[error("lake state `_keystone/{name}`: {reason}")]
     State { name: String, reason: String },
 
+    /// A batch could not be filtered or converted.
+    #[error("arrow: {0}")]
+    Arrow(String),
+
     /// A Delta operation on `table` failed.
     #[error("table `{table}`: {source}")]
     Delta {

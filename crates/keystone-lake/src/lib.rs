@@ -23,6 +23,8 @@ mod append;
 mod error;
 mod keys;
 mod lake;
+mod maintain;
+mod privacy;
 mod rewrite;
 mod segments;
 mod tables;
@@ -31,6 +33,8 @@ pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
 pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
 pub use lake::{Lake, storage_options_from_env};
+pub use maintain::TableUpkeep;
+pub use privacy::{Suppressions, digest as suppression_digest};
 pub use segments::{SegmentDef, check_segment_name};
 pub use tables::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, PROFILE_MERGES, PROFILES, QUARANTINE, SEGMENT_CHANGES,

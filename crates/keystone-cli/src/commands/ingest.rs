@@ -121,6 +121,7 @@ fn metrics_json(m: &IngestMetrics) -> serde_json::Value {
     serde_json::json!({
         "events": m.events,
         "quarantined": m.quarantined,
+        "suppressed": m.suppressed,
         "events_version": m.events_version,
         "quarantine_version": m.quarantine_version,
         "seconds": m.elapsed.as_secs_f64(),
@@ -139,7 +140,7 @@ fn metrics_json(m: &IngestMetrics) -> serde_json::Value {
 /// Non-zero only when something was to be loaded and nothing could be.
 fn exit_code(m: &IngestMetrics) -> anyhow::Result<ExitCode> {
     let attempted = m.files.iter().any(|f| f.loaded.is_some());
-    if attempted && m.events == 0 {
+    if attempted && m.events == 0 && m.suppressed == 0 {
         anyhow::bail!(
             "nothing could be loaded: {} rows quarantined, 0 valid events",
             m.quarantined

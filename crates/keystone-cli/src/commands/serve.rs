@@ -78,6 +78,38 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
         }));
     }
 
+    // Scheduled maintenance: retention, compaction, checkpoints, vacuum.
+    if settings.maintain.interval_minutes > 0 {
+        let every = std::time::Duration::from_secs(settings.maintain.interval_minutes * 60);
+        let (lake, retention, config) = (
+            lake.clone(),
+            settings.retention.clone(),
+            settings.maintain.clone(),
+        );
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = rx.wait_for(|stop| *stop) => break,
+                }
+                let today = chrono::Utc::now().date_naive();
+                let result = match Engine::open(lake.clone()).await {
+                    Ok(engine) => engine
+                        .maintain(&retention, &config, today, |_| {})
+                        .await
+                        .map(|r| r.seconds),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(secs) if !quiet => eprintln!("maintenance done in {secs:.1} s"),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("maintenance failed (retried at the next interval): {e}"),
+                }
+            }
+        });
+    }
+
     let listener = tokio::net::TcpListener::bind(&args.http)
         .await
         .with_context(|| format!("cannot listen on {}", args.http))?;

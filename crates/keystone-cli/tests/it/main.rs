@@ -6,8 +6,10 @@
 )]
 
 mod demo;
+mod forget;
 mod ingest;
 mod kill;
+mod maintain;
 mod resolve;
 mod segment;
 mod sql;

@@ -1,0 +1,219 @@
+//! `keystone forget`: the person is gone from every byte of the lake, stays
+//! out, and everyone else is untouched.
+
+use std::path::{Path, PathBuf};
+
+use crate::{fixture, keystone, ok, query, temp_lake};
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Every value of every column of a Parquet file, as text (the bytes of a
+/// compressed file need not hold a value contiguously).
+fn parquet_values(path: &Path) -> Vec<String> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::util::display::ArrayFormatter;
+    let file = std::fs::File::open(path).unwrap();
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for column in batch.columns() {
+            let f = ArrayFormatter::try_new(column.as_ref(), &Default::default()).unwrap();
+            for i in 0..column.len() {
+                out.push(f.value(i).to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Where under `root` (files as bytes, Parquet files value by value) any of
+/// `needles` appears, case-insensitively.
+fn traces(root: &Path, needles: &[&str]) -> Vec<String> {
+    let needles: Vec<String> = needles.iter().map(|n| n.to_lowercase()).collect();
+    let mut found = Vec::new();
+    for path in files_under(root) {
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        let mut hay = vec![text];
+        if path.extension().is_some_and(|e| e == "parquet") {
+            hay.extend(parquet_values(&path).into_iter().map(|v| v.to_lowercase()));
+        }
+        for n in &needles {
+            if hay.iter().any(|h| h.contains(n.as_str())) {
+                found.push(format!("{n} in {}", path.display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn forget_erases_a_person_from_every_file_and_keeps_them_out() {
+    let (dir, lake) = temp_lake();
+    // Jane: cookie anon-1, login u-1, e-mail and phone, a store receipt,
+    // and a quarantined event holding her e-mail.
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(
+        &bad,
+        r#"{"type":"track","messageId":"q1","userId":"u-1","event":["no"],"traits":{"email":"Jane.Doe@Example.com"}}
+{"type":"track","messageId":"q2","userId":"u-2","event":["no"]}
+"#,
+    )
+    .unwrap();
+    ok(
+        &lake,
+        &[
+            "ingest",
+            fixture("shop.ndjson").to_str().unwrap(),
+            fixture("store.csv").to_str().unwrap(),
+            bad.to_str().unwrap(),
+        ],
+    );
+    ok(&lake, &["resolve"]);
+    let jane = query(
+        &lake,
+        "SELECT profile_id FROM identities WHERE identifier_type = 'email' AND identifier = 'jane.doe@example.com'",
+    )[0]
+    .clone();
+    ok(
+        &lake,
+        &[
+            "segment",
+            "create",
+            "buyers",
+            "--sql",
+            "SELECT profile_id FROM profiles WHERE order_count > 0",
+        ],
+    );
+    ok(&lake, &["segment", "materialize", "--all"]);
+    let export = dir.path().join("exports/buyers.csv");
+    ok(
+        &lake,
+        &[
+            "segment",
+            "export",
+            "buyers",
+            "--to",
+            export.to_str().unwrap(),
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(
+        std::fs::read_to_string(&export)
+            .unwrap()
+            .contains("jane.doe@example.com")
+    );
+
+    let count = |sql: &str| query(&lake, sql)[0].parse::<u64>().unwrap();
+    let her_events = count(&format!(
+        "SELECT count(*) FROM events_resolved WHERE profile_id = '{jane}'"
+    ));
+    let events = count("SELECT count(*) FROM events");
+    let others = |table: &str| {
+        count(&format!(
+            "SELECT count(*) FROM {table} WHERE profile_id <> '{jane}'"
+        ))
+    };
+    let (profiles, identities) = (others("profiles"), others("identities"));
+    let quarantine = count("SELECT count(*) FROM quarantine");
+    assert!(her_events >= 6, "{her_events}");
+    let needles = [
+        "jane.doe@example.com",
+        "+33 6 12 34 56 78",
+        "+33612345678",
+        "\"u-1\"",
+        "\"anon-1\"",
+        jane.as_str(),
+    ];
+    assert!(
+        !traces(&lake, &needles).is_empty(),
+        "the lake holds her before"
+    );
+
+    let out = ok(&lake, &["forget", "email: Jane.Doe@Example.com ", "--json"]);
+    let record: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["profiles"], 1, "{out}");
+    assert_eq!(record["removed"]["events"], her_events, "{out}");
+    assert!(
+        !out.contains("jane"),
+        "the audit holds no personal data: {out}"
+    );
+
+    let left = traces(&lake, &needles);
+    assert!(left.is_empty(), "traces left: {left:#?}");
+    // Decoded values must also not equal her plain ids anywhere.
+    for path in files_under(&lake)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        let values = parquet_values(path);
+        assert!(
+            !values.iter().any(|v| v == "u-1" || v == "anon-1"),
+            "{}",
+            path.display()
+        );
+    }
+    let export_text = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        !export_text.contains(&jane) && !export_text.to_lowercase().contains("jane"),
+        "{export_text}"
+    );
+
+    // Everyone else is untouched.
+    assert_eq!(count("SELECT count(*) FROM events"), events - her_events);
+    assert_eq!(others("profiles"), profiles);
+    assert_eq!(others("identities"), identities);
+    assert_eq!(count("SELECT count(*) FROM quarantine"), quarantine - 1);
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM profiles WHERE profile_id = '{jane}'"
+        )),
+        0
+    );
+
+    // She comes back with a new event: dropped and counted; others land.
+    let again = dir.path().join("again.ndjson");
+    std::fs::write(
+        &again,
+        r#"{"type":"identify","messageId":"n1","userId":"u-77","timestamp":"2026-11-02T10:00:00Z","traits":{"email":"JANE.DOE@example.com"}}
+{"type":"page","messageId":"n2","anonymousId":"anon-1","timestamp":"2026-11-02T10:01:00Z"}
+{"type":"page","messageId":"n3","anonymousId":"anon-99","timestamp":"2026-11-02T10:02:00Z"}
+"#,
+    )
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&lake, &["ingest", again.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(report["suppressed"], 2, "{report}");
+    assert_eq!(report["events"], 1, "{report}");
+    assert_eq!(
+        count("SELECT count(*) FROM events"),
+        events - her_events + 1
+    );
+    ok(&lake, &["resolve"]);
+    assert!(traces(&lake, &["jane.doe@example.com", "\"anon-1\""]).is_empty());
+
+    // Bad requests name what is wrong.
+    let bad = keystone(&lake, &["forget", "jane@example.org"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TYPE:VALUE"));
+}

@@ -1,0 +1,466 @@
+//! `keystone forget`: erase people (GDPR art. 17), physically.
+//!
+//! ```text
+//!  TYPE:VALUE ─▶ normalised like resolve ─▶ profiles holding it (identities)
+//!     └─▶ every identifier of those profiles, and the profiles they absorbed
+//!  delete: events (their identifiers' columns, and events resolved to them),
+//!          identities, profiles, profile_merges, identity_audit,
+//!          segment_membership, segment_changes, quarantine (raw text),
+//!          rows of past exports Keystone wrote (local files)
+//!  then, per touched table: VACUUM with zero retention (the rewritten files
+//!  are deleted from storage), a checkpoint, and the log entries before it
+//!  removed (their file statistics may hold the erased values)
+//!  suppress: SHA-256 of each identifier in _keystone/suppressions.json, so
+//!  ingest and the collector drop the person's future events
+//!  audit: counts only, identifiers hashed, in _keystone/erasures.json
+//! ```
+//!
+//! Zero-retention vacuum ends time travel to versions before the erasure:
+//! that is the point. A reader holding an older snapshot while it runs may
+//! fail to read files that are gone and must re-open the table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray};
+use keystone_lake::{
+    EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PROFILES, QUARANTINE,
+    SEGMENT_CHANGES, SEGMENT_MEMBERSHIP, TableSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::resolve::ResolveState;
+use crate::{Engine, Error, Result};
+
+const ERASURES_STATE: &str = "erasures.json";
+
+/// Identifier types whose values are event columns (deleted by value even
+/// before `resolve` has linked the events).
+const EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("user_id", "user_id"),
+    ("anonymous_id", "anonymous_id"),
+    ("email", "email"),
+    ("phone", "phone"),
+    ("device_id", "device_id"),
+];
+
+/// One identifier to erase, as given (`email:jane@example.org`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Subject {
+    pub kind: String,
+    pub value: String,
+}
+
+impl Subject {
+    /// Parse `TYPE:VALUE`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let (kind, value) = s.split_once(':').ok_or_else(|| {
+            Error::Forget(format!(
+                "{s:?}: expected TYPE:VALUE, e.g. email:jane@example.org or user_id:u-42"
+            ))
+        })?;
+        let kind = kind.trim().to_ascii_lowercase();
+        let value = value.trim();
+        if kind.is_empty() || value.is_empty() {
+            return Err(Error::Forget(format!(
+                "{s:?}: both the type and the value are needed (TYPE:VALUE)"
+            )));
+        }
+        Ok(Self {
+            kind,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// The hex SHA-256 of `type:value` (a suppression entry, an audit entry).
+pub fn identifier_digest(kind: &str, value: &str) -> String {
+    keystone_lake::suppression_digest(kind, value)
+}
+
+/// One erasure, as audited (no personal data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureRecord {
+    /// RFC 3339.
+    pub at: String,
+    /// `type:sha256(type:value)` of each identifier asked for.
+    pub requested: Vec<String>,
+    pub profiles: u64,
+    pub identifiers: u64,
+    /// Rows removed, per table.
+    pub removed: BTreeMap<String, u64>,
+    /// Export files rewritten without the people.
+    pub exports_rewritten: u64,
+    /// Data files deleted from storage by the vacuum.
+    pub files_deleted: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ErasuresFile {
+    erasures: Vec<ErasureRecord>,
+}
+
+fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn in_list<'a>(values: impl IntoIterator<Item = &'a String>) -> String {
+    let items: Vec<String> = values.into_iter().map(|v| sql_text(v)).collect();
+    items.join(", ")
+}
+
+fn strings(batches: &[arrow::array::RecordBatch], col: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(col), &arrow::datatypes::DataType::Utf8)?;
+        let c = c.as_string::<i32>();
+        for i in 0..c.len() {
+            if !c.is_null(i) {
+                out.push(c.value(i).to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The erasures done so far.
+pub async fn erasures(lake: &Lake) -> Result<Vec<ErasureRecord>> {
+    let Some(bytes) = lake.read_state(ERASURES_STATE).await? else {
+        return Ok(Vec::new());
+    };
+    let file: ErasuresFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Forget(format!("_keystone/{ERASURES_STATE}: {e}")))?;
+    Ok(file.erasures)
+}
+
+impl Engine {
+    /// Erase the people holding `subjects`; see the module docs.
+    pub async fn forget(&self, subjects: &[Subject]) -> Result<ErasureRecord> {
+        let started = Instant::now();
+        if subjects.is_empty() {
+            return Err(Error::Forget(
+                "nothing to forget: give TYPE:VALUE or --file".into(),
+            ));
+        }
+        let region = ResolveState::load(self.lake())
+            .await?
+            .and_then(|s| s.rules.default_region);
+        let asked: BTreeSet<(String, String)> = subjects
+            .iter()
+            .map(|s| {
+                (
+                    s.kind.clone(),
+                    normalise(&s.kind, &s.value, region.as_deref()),
+                )
+            })
+            .collect();
+
+        // The profiles, every identifier they hold, and the profiles they absorbed.
+        let mut profiles: BTreeSet<String> = BTreeSet::new();
+        let mut identifiers: BTreeSet<(String, String)> = asked.clone();
+        if self.has(&IDENTITIES).await? {
+            let wanted: Vec<String> = asked
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "(identifier_type = {} AND identifier = {})",
+                        sql_text(k),
+                        sql_text(v)
+                    )
+                })
+                .collect();
+            let found = self
+                .collect(&format!(
+                    "SELECT DISTINCT profile_id FROM identities WHERE {}",
+                    wanted.join(" OR ")
+                ))
+                .await?;
+            profiles.extend(strings(&found, 0)?);
+            if !profiles.is_empty() {
+                let held = self
+                    .collect(&format!(
+                        "SELECT identifier_type, identifier FROM identities WHERE profile_id IN ({})",
+                        in_list(&profiles)
+                    ))
+                    .await?;
+                let kinds = strings(&held, 0)?;
+                let values = strings(&held, 1)?;
+                identifiers.extend(kinds.into_iter().zip(values));
+            }
+        }
+        let mut all_profiles = profiles.clone();
+        if !profiles.is_empty() && self.has(&PROFILE_MERGES).await? {
+            let absorbed = self
+                .collect(&format!(
+                    "SELECT from_profile_id FROM profile_merges WHERE into_profile_id IN ({})",
+                    in_list(&profiles)
+                ))
+                .await?;
+            all_profiles.extend(strings(&absorbed, 0)?);
+        }
+
+        let mut removed = BTreeMap::new();
+        let mut touched: Vec<&TableSpec> = Vec::new();
+        // Events: by identifier columns, and any other event resolved to them.
+        let by_columns: Vec<String> = EVENT_COLUMNS
+            .iter()
+            .filter_map(|(kind, column)| {
+                let values: Vec<&String> = identifiers
+                    .iter()
+                    .filter(|(k, _)| k == kind)
+                    .map(|(_, v)| v)
+                    .collect();
+                (!values.is_empty()).then(|| format!("{column} IN ({})", in_list(values)))
+            })
+            .collect();
+        let mut event_predicate = by_columns.clone();
+        if !profiles.is_empty() && self.has(&IDENTITIES).await? && self.has(&EVENTS).await? {
+            let not_columns = if by_columns.is_empty() {
+                String::new()
+            } else {
+                format!(" AND NOT coalesce({}, false)", by_columns.join(" OR "))
+            };
+            let rest = self
+                .collect(&format!(
+                    "SELECT message_id FROM events_resolved WHERE profile_id IN ({}){not_columns}",
+                    in_list(&profiles)
+                ))
+                .await?;
+            let rest = strings(&rest, 0)?;
+            if !rest.is_empty() {
+                event_predicate.push(format!("message_id IN ({})", in_list(&rest)));
+            }
+        }
+        if !event_predicate.is_empty() {
+            self.delete(
+                &EVENTS,
+                &event_predicate.join(" OR "),
+                &mut removed,
+                &mut touched,
+            )
+            .await?;
+        }
+        if !all_profiles.is_empty() {
+            let ids = in_list(&all_profiles);
+            for spec in [
+                &IDENTITIES,
+                &PROFILES,
+                &SEGMENT_MEMBERSHIP,
+                &SEGMENT_CHANGES,
+            ] {
+                self.delete(
+                    spec,
+                    &format!("profile_id IN ({ids})"),
+                    &mut removed,
+                    &mut touched,
+                )
+                .await?;
+            }
+            self.delete(
+                &PROFILE_MERGES,
+                &format!("from_profile_id IN ({ids}) OR into_profile_id IN ({ids})"),
+                &mut removed,
+                &mut touched,
+            )
+            .await?;
+        }
+        let values: BTreeSet<&String> = identifiers.iter().map(|(_, v)| v).collect();
+        self.delete(
+            &IDENTITY_AUDIT,
+            &format!("identifier IN ({})", in_list(values.iter().copied())),
+            &mut removed,
+            &mut touched,
+        )
+        .await?;
+        // Quarantine keeps raw input: any row whose text holds a value.
+        let raw: Vec<String> = values
+            .iter()
+            .filter(|v| v.chars().count() >= 4)
+            .map(|v| {
+                let escaped = v.to_lowercase().replace('\'', "''");
+                format!("strpos(lower(raw), '{escaped}') > 0")
+            })
+            .collect();
+        if !raw.is_empty() {
+            self.delete(&QUARANTINE, &raw.join(" OR "), &mut removed, &mut touched)
+                .await?;
+        }
+
+        let exports_rewritten = self.forget_in_exports(&all_profiles).await?;
+
+        let mut files_deleted = 0;
+        for spec in &touched {
+            files_deleted += self.lake().erase_history(spec).await?;
+        }
+
+        // Suppress the identifiers for future events, then audit.
+        let digests: Vec<String> = identifiers
+            .iter()
+            .map(|(k, v)| identifier_digest(k, v))
+            .collect();
+        self.lake().add_suppressions(&digests).await?;
+        let record = ErasureRecord {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            requested: asked
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", identifier_digest(k, v)))
+                .collect(),
+            profiles: profiles.len() as u64,
+            identifiers: identifiers.len() as u64,
+            removed,
+            exports_rewritten,
+            files_deleted,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let mut all = erasures(self.lake()).await?;
+        all.push(record.clone());
+        let bytes = serde_json::to_vec_pretty(&ErasuresFile { erasures: all })
+            .map_err(|e| Error::Forget(e.to_string()))?;
+        self.lake().write_state(ERASURES_STATE, bytes).await?;
+        Ok(record)
+    }
+
+    async fn has(&self, spec: &TableSpec) -> Result<bool> {
+        Ok(self.lake().load(spec).await?.is_some())
+    }
+
+    async fn delete<'a>(
+        &self,
+        spec: &'a TableSpec,
+        predicate: &str,
+        removed: &mut BTreeMap<String, u64>,
+        touched: &mut Vec<&'a TableSpec>,
+    ) -> Result<()> {
+        if self.lake().load(spec).await?.is_none() {
+            return Ok(());
+        }
+        let n = self.lake().delete_where(spec, predicate).await?;
+        *removed.entry(spec.name.to_string()).or_default() += n;
+        if n > 0 {
+            touched.push(spec);
+        }
+        Ok(())
+    }
+
+    /// Rewrite the local export files Keystone wrote without `profiles`;
+    /// returns how many changed.
+    async fn forget_in_exports(&self, profiles: &BTreeSet<String>) -> Result<u64> {
+        if profiles.is_empty() {
+            return Ok(0);
+        }
+        let mut rewritten = 0;
+        let mut seen = BTreeSet::new();
+        for export in crate::export::exports(self.lake()).await? {
+            if !seen.insert(export.url.clone()) || export.url.contains("://") {
+                continue;
+            }
+            let path = std::path::Path::new(&export.url);
+            if !path.is_file() {
+                continue;
+            }
+            if rewrite_export(path, export.format, profiles).await? {
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+}
+
+/// Rewrite one export file without the rows of `profiles`.
+async fn rewrite_export(
+    path: &std::path::Path,
+    format: crate::export::ExportFormat,
+    profiles: &BTreeSet<String>,
+) -> Result<bool> {
+    use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    let location = path.display().to_string();
+    let df = match format {
+        crate::export::ExportFormat::Parquet => {
+            ctx.read_parquet(&location, ParquetReadOptions::default())
+                .await?
+        }
+        crate::export::ExportFormat::Csv => {
+            ctx.read_csv(&location, CsvReadOptions::new().has_header(true))
+                .await?
+        }
+    };
+    let batches = df.collect().await?;
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    for batch in batches {
+        let Ok(idx) = batch.schema().index_of("profile_id") else {
+            return Ok(false);
+        };
+        let ids = arrow::compute::cast(batch.column(idx), &arrow::datatypes::DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let keep: arrow::array::BooleanArray = (0..ids.len())
+            .map(|i| Some(ids.is_null(i) || !profiles.contains(ids.value(i))))
+            .collect();
+        dropped += keep.false_count();
+        kept.push(arrow::compute::filter_record_batch(&batch, &keep)?);
+    }
+    if dropped == 0 {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("keystone-forget.tmp");
+    {
+        let file = std::fs::File::create(&tmp)?;
+        match format {
+            crate::export::ExportFormat::Parquet => {
+                let schema = kept
+                    .first()
+                    .map(|b| b.schema())
+                    .ok_or_else(|| Error::Forget("empty export".into()))?;
+                let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)
+                    .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
+                for b in &kept {
+                    w.write(b)
+                        .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
+                }
+                w.close()
+                    .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
+            }
+            crate::export::ExportFormat::Csv => {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(file);
+                for b in &kept {
+                    w.write(b)?;
+                }
+            }
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+/// An identifier value as `resolve` stores it.
+fn normalise(kind: &str, value: &str, region: Option<&str>) -> String {
+    match kind {
+        "email" => keystone_core::identifier::normalize_email(value)
+            .unwrap_or_else(|| value.trim().to_lowercase()),
+        "phone" => keystone_identity::extract::to_e164(value, region),
+        _ => value.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_parse_and_normalise() {
+        let s = Subject::parse(" Email: Jane@Example.org ").unwrap();
+        assert_eq!(s.kind, "email");
+        assert_eq!(normalise(&s.kind, &s.value, None), "jane@example.org");
+        assert_eq!(
+            normalise("phone", "06 12 34 56 78", Some("FR")),
+            "+33612345678"
+        );
+        assert!(Subject::parse("jane@example.org").is_err());
+        assert!(Subject::parse("email:").is_err());
+        assert_eq!(identifier_digest("email", "a@b.c").len(), 64);
+    }
+}
