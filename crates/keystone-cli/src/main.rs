@@ -49,6 +49,8 @@ enum Command {
     Segment(commands::segment::SegmentArgs),
     /// Erase people from the lake, physically, and drop their future events.
     Forget(commands::forget::ForgetArgs),
+    /// Everything about a person as JSON (right of access).
+    ExportSubject(commands::subject::ExportSubjectArgs),
     /// Apply retention, compact small files, checkpoint and vacuum every table.
     Maintain(commands::maintain::MaintainArgs),
     /// Create, list and revoke API keys (write keys for the collector, query keys).
@@ -94,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => commands::keys::run(&settings, args).await,
         Command::Forget(args) => commands::forget::run(&settings, args).await,
         Command::Maintain(args) => commands::maintain::run(&settings, args).await,
+        Command::ExportSubject(args) => commands::subject::run(&settings, args).await,
         Command::Segment(args) => commands::segment::run(&settings, args).await,
         Command::Profile(args) => commands::profile::run(&settings, args).await,
         Command::Sql(args) => commands::sql::run(&settings, args).await,

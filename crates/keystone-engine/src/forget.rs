@@ -143,62 +143,12 @@ impl Engine {
                 "nothing to forget: give TYPE:VALUE or --file".into(),
             ));
         }
-        let region = ResolveState::load(self.lake())
-            .await?
-            .and_then(|s| s.rules.default_region);
-        let asked: BTreeSet<(String, String)> = subjects
-            .iter()
-            .map(|s| {
-                (
-                    s.kind.clone(),
-                    normalise(&s.kind, &s.value, region.as_deref()),
-                )
-            })
-            .collect();
-
-        // The profiles, every identifier they hold, and the profiles they absorbed.
-        let mut profiles: BTreeSet<String> = BTreeSet::new();
-        let mut identifiers: BTreeSet<(String, String)> = asked.clone();
-        if self.has(&IDENTITIES).await? {
-            let wanted: Vec<String> = asked
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "(identifier_type = {} AND identifier = {})",
-                        sql_text(k),
-                        sql_text(v)
-                    )
-                })
-                .collect();
-            let found = self
-                .collect(&format!(
-                    "SELECT DISTINCT profile_id FROM identities WHERE {}",
-                    wanted.join(" OR ")
-                ))
-                .await?;
-            profiles.extend(strings(&found, 0)?);
-            if !profiles.is_empty() {
-                let held = self
-                    .collect(&format!(
-                        "SELECT identifier_type, identifier FROM identities WHERE profile_id IN ({})",
-                        in_list(&profiles)
-                    ))
-                    .await?;
-                let kinds = strings(&held, 0)?;
-                let values = strings(&held, 1)?;
-                identifiers.extend(kinds.into_iter().zip(values));
-            }
-        }
-        let mut all_profiles = profiles.clone();
-        if !profiles.is_empty() && self.has(&PROFILE_MERGES).await? {
-            let absorbed = self
-                .collect(&format!(
-                    "SELECT from_profile_id FROM profile_merges WHERE into_profile_id IN ({})",
-                    in_list(&profiles)
-                ))
-                .await?;
-            all_profiles.extend(strings(&absorbed, 0)?);
-        }
+        let Person {
+            asked,
+            profiles,
+            identifiers,
+            all_profiles,
+        } = self.find_person(subjects).await?;
 
         let mut removed = BTreeMap::new();
         let mut touched: Vec<&TableSpec> = Vec::new();
@@ -364,6 +314,183 @@ impl Engine {
             }
         }
         Ok(rewritten)
+    }
+}
+
+/// A person to erase or to report on: what was asked (normalised), the
+/// profiles holding it, every identifier of those profiles, and those
+/// profiles with the ones they absorbed.
+#[derive(Debug, Clone, Default)]
+pub struct Person {
+    pub asked: BTreeSet<(String, String)>,
+    pub profiles: BTreeSet<String>,
+    pub identifiers: BTreeSet<(String, String)>,
+    pub all_profiles: BTreeSet<String>,
+}
+
+impl Engine {
+    /// Find the person holding `subjects` (see [`Person`]).
+    pub async fn find_person(&self, subjects: &[Subject]) -> Result<Person> {
+        let region = ResolveState::load(self.lake())
+            .await?
+            .and_then(|s| s.rules.default_region);
+        let asked: BTreeSet<(String, String)> = subjects
+            .iter()
+            .map(|s| {
+                (
+                    s.kind.clone(),
+                    normalise(&s.kind, &s.value, region.as_deref()),
+                )
+            })
+            .collect();
+
+        // The profiles, every identifier they hold, and the profiles they absorbed.
+        let mut profiles: BTreeSet<String> = BTreeSet::new();
+        let mut identifiers: BTreeSet<(String, String)> = asked.clone();
+        if self.has(&IDENTITIES).await? {
+            let wanted: Vec<String> = asked
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "(identifier_type = {} AND identifier = {})",
+                        sql_text(k),
+                        sql_text(v)
+                    )
+                })
+                .collect();
+            let found = self
+                .collect(&format!(
+                    "SELECT DISTINCT profile_id FROM identities WHERE {}",
+                    wanted.join(" OR ")
+                ))
+                .await?;
+            profiles.extend(strings(&found, 0)?);
+            if !profiles.is_empty() {
+                let held = self
+                    .collect(&format!(
+                        "SELECT identifier_type, identifier FROM identities WHERE profile_id IN ({})",
+                        in_list(&profiles)
+                    ))
+                    .await?;
+                let kinds = strings(&held, 0)?;
+                let values = strings(&held, 1)?;
+                identifiers.extend(kinds.into_iter().zip(values));
+            }
+        }
+        let mut all_profiles = profiles.clone();
+        if !profiles.is_empty() && self.has(&PROFILE_MERGES).await? {
+            let absorbed = self
+                .collect(&format!(
+                    "SELECT from_profile_id FROM profile_merges WHERE into_profile_id IN ({})",
+                    in_list(&profiles)
+                ))
+                .await?;
+            all_profiles.extend(strings(&absorbed, 0)?);
+        }
+
+        Ok(Person {
+            asked,
+            profiles,
+            identifiers,
+            all_profiles,
+        })
+    }
+
+    /// Everything Keystone holds about the person holding `subjects` (right
+    /// of access): profiles, identifiers, merges, segment memberships and
+    /// every event, as one JSON document.
+    pub async fn export_subject(&self, subjects: &[Subject]) -> Result<serde_json::Value> {
+        let person = self.find_person(subjects).await?;
+        let ids = in_list(&person.all_profiles);
+        let none = "NULL";
+        let ids = if ids.is_empty() {
+            none.to_string()
+        } else {
+            ids
+        };
+        let by_columns: Vec<String> = EVENT_COLUMNS
+            .iter()
+            .filter_map(|(kind, column)| {
+                let values: Vec<&String> = person
+                    .identifiers
+                    .iter()
+                    .filter(|(k, _)| k == kind)
+                    .map(|(_, v)| v)
+                    .collect();
+                (!values.is_empty()).then(|| format!("{column} IN ({})", in_list(values)))
+            })
+            .collect();
+        let mut doc = serde_json::Map::new();
+        doc.insert(
+            "asked".into(),
+            serde_json::json!(
+                person
+                    .asked
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+            ),
+        );
+        let queries: Vec<(&str, &TableSpec, String)> = vec![
+            (
+                "profiles",
+                &PROFILES,
+                format!("SELECT * FROM profiles WHERE profile_id IN ({ids})"),
+            ),
+            (
+                "identities",
+                &IDENTITIES,
+                format!(
+                    "SELECT * FROM identities WHERE profile_id IN ({ids}) ORDER BY identifier_type, identifier"
+                ),
+            ),
+            (
+                "profile_merges",
+                &PROFILE_MERGES,
+                format!(
+                    "SELECT * FROM profile_merges WHERE from_profile_id IN ({ids}) OR into_profile_id IN ({ids})"
+                ),
+            ),
+            (
+                "segment_membership",
+                &SEGMENT_MEMBERSHIP,
+                format!(
+                    "SELECT segment, run_id, materialized_at FROM segment_membership WHERE profile_id IN ({ids}) ORDER BY run_id, segment"
+                ),
+            ),
+            ("events", &EVENTS, {
+                let mut preds = by_columns.clone();
+                if !person.profiles.is_empty() && self.has(&IDENTITIES).await? {
+                    preds.push(format!("message_id IN (SELECT message_id FROM events_resolved WHERE profile_id IN ({ids}))"));
+                }
+                let preds = if preds.is_empty() {
+                    "false".to_string()
+                } else {
+                    preds.join(" OR ")
+                };
+                format!("SELECT * FROM events WHERE {preds} ORDER BY \"timestamp\", message_id")
+            }),
+        ];
+        for (name, spec, sql) in queries {
+            let rows = if self.has(spec).await? {
+                let batches = self.collect(&sql).await?;
+                let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+                for b in &batches {
+                    writer.write(b)?;
+                }
+                writer.finish()?;
+                let bytes = writer.into_inner();
+                if bytes.is_empty() {
+                    serde_json::Value::Array(Vec::new())
+                } else {
+                    serde_json::from_slice(&bytes).map_err(|e| Error::Output(e.to_string()))?
+                }
+            } else {
+                serde_json::Value::Array(Vec::new())
+            };
+            doc.insert(name.to_string(), rows);
+        }
+        Ok(serde_json::Value::Object(doc))
     }
 }
 

@@ -11,4 +11,5 @@ pub mod resolve;
 pub mod segment;
 pub mod serve;
 pub mod sql;
+pub mod subject;
 pub mod tables;

@@ -150,6 +150,43 @@ fn forget_erases_a_person_from_every_file_and_keeps_them_out() {
         "the lake holds her before"
     );
 
+    // Right of access first: everything about her, found from her e-mail.
+    let doc: serde_json::Value = serde_json::from_str(&ok(
+        &lake,
+        &["export-subject", "email:JANE.DOE@example.com"],
+    ))
+    .unwrap();
+    assert_eq!(doc["profiles"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["profiles"][0]["profile_id"], jane.as_str());
+    assert_eq!(doc["events"].as_array().unwrap().len() as u64, her_events);
+    let ids: Vec<String> = doc["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["identifier_type"].as_str().unwrap(),
+                i["identifier"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for id in [
+        "user_id:u-1",
+        "anonymous_id:anon-1",
+        "email:jane.doe@example.com",
+        "phone:+33612345678",
+    ] {
+        assert!(ids.iter().any(|i| i == id), "{id} not in {ids:?}");
+    }
+    assert!(
+        doc["segment_membership"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["segment"] == "buyers")
+    );
+
     let out = ok(&lake, &["forget", "email: Jane.Doe@Example.com ", "--json"]);
     let record: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(record["profiles"], 1, "{out}");
@@ -211,6 +248,13 @@ fn forget_erases_a_person_from_every_file_and_keeps_them_out() {
     );
     ok(&lake, &["resolve"]);
     assert!(traces(&lake, &["jane.doe@example.com", "\"anon-1\""]).is_empty());
+    let doc: serde_json::Value = serde_json::from_str(&ok(
+        &lake,
+        &["export-subject", "email:jane.doe@example.com"],
+    ))
+    .unwrap();
+    assert_eq!(doc["events"].as_array().unwrap().len(), 0, "{doc}");
+    assert_eq!(doc["profiles"].as_array().unwrap().len(), 0, "{doc}");
 
     // Bad requests name what is wrong.
     let bad = keystone(&lake, &["forget", "jane@example.org"]);
