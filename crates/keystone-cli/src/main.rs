@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", one_line(&causes(&e)));
             ExitCode::FAILURE
         }
     }
@@ -103,6 +103,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(args) => commands::gen_cmd::run(&settings, args),
         Command::Tables(args) => commands::tables::run(&settings, args).await,
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text
+/// the message already holds (many errors repeat their source's text).
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Errors are printed on one line: nested causes joined by `: `.

@@ -7,8 +7,8 @@
 //!          identities, profiles, profile_merges, identity_audit,
 //!          segment_membership, segment_changes, quarantine (raw text),
 //!          rows of past exports Keystone wrote (local files)
-//!  then, per touched table: VACUUM with zero retention (the rewritten files
-//!  are deleted from storage), a checkpoint, and the log entries before it
+//!  then, per touched table: VACUUM with zero retention (the files the
+//!  deletes rewrote are deleted from storage), a checkpoint, and the log entries before it
 //!  removed (their file statistics may hold the erased values)
 //!  suppress: SHA-256 of each identifier in _keystone/suppressions.json, so
 //!  ingest and the collector drop the person's future events

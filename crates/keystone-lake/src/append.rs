@@ -17,10 +17,13 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use deltalake::DeltaTable;
+use deltalake::kernel::Action;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitConflictError, TransactionError};
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
@@ -42,6 +45,9 @@ const SUPPRESSED_COLUMNS: &[(&str, &str)] = &[
 /// row groups let finished ones stream out instead of the whole ingest staying
 /// in memory until the commit.
 const ROW_GROUP_ROWS: usize = 16 * 1024;
+
+/// Commits retried after a concurrent delete or rewrite.
+const COMMIT_RETRIES: usize = 20;
 
 /// Size at which a data file is closed and a new one started.
 const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
@@ -198,14 +204,72 @@ impl Append {
             });
         }
         let suppressed = self.suppressed;
+        let txns = self.txns.clone();
         let props = commit_properties(self.txns, metadata);
         let mut table = self.table;
-        let version = self
-            .writer
-            .with_commit_properties(props)
-            .flush_and_commit(&mut table)
+        let mut writer = self.writer;
+        let adds: Vec<Action> = writer
+            .flush()
             .await
-            .map_err(|e| Error::delta(self.table_name, e))?;
+            .map_err(|e| Error::delta(self.table_name, e))?
+            .into_iter()
+            .map(Action::Add)
+            .collect();
+        // A blind append reads nothing, but delta-rs counts it as having read
+        // the whole table: a concurrent delete (forget, retention) makes the
+        // commit fail. The files are written; commit them again on the new
+        // snapshot.
+        let mut attempt = 0;
+        let version = loop {
+            let snapshot = table
+                .snapshot()
+                .map_err(|e| Error::delta(self.table_name, e))?;
+            let partition_cols: Vec<String> = snapshot.metadata().partition_columns().into();
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
+                predicate: None,
+            };
+            let result = CommitBuilder::from(props.clone())
+                .with_actions(adds.clone())
+                .build(Some(snapshot), table.log_store(), operation)
+                .await;
+            match result {
+                Ok(done) => break done.version(),
+                Err(DeltaTableError::Transaction {
+                    source:
+                        TransactionError::CommitConflict(CommitConflictError::ConcurrentDeleteRead),
+                }) if attempt < COMMIT_RETRIES => {
+                    attempt += 1;
+                    let mut reads = 0;
+                    while let Err(e) = table.update_incremental(None).await {
+                        if reads >= 5 || !crate::lake::is_vanished_log_entry(&e) {
+                            return Err(Error::delta(self.table_name, e));
+                        }
+                        reads += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * reads)).await;
+                    }
+                    // Another load of the same content may have landed
+                    // meanwhile: then this one must not.
+                    let state = table
+                        .snapshot()
+                        .map_err(|e| Error::delta(self.table_name, e))?;
+                    for (app_id, version) in &txns {
+                        let landed = state
+                            .transaction_version(table.log_store().as_ref(), app_id)
+                            .await
+                            .map_err(|e| Error::delta(self.table_name, e))?;
+                        if landed.is_some_and(|v| v >= *version) {
+                            return Err(Error::Conflict(format!(
+                                "table `{}`: the same content ({app_id}) was committed by another load meanwhile",
+                                self.table_name
+                            )));
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::delta(self.table_name, e)),
+            }
+        };
         Ok(AppendMetrics {
             rows: self.rows,
             version: Some(version as i64),

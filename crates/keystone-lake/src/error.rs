@@ -19,6 +19,10 @@ pub enum Error {
     #[error("lake state `_keystone/{name}`: {reason}")]
     State { name: String, reason: String },
 
+    /// A concurrent writer committed what this one was about to.
+    #[error("{0}")]
+    Conflict(String),
+
     /// A batch could not be filtered or converted.
     #[error("arrow: {0}")]
     Arrow(String),

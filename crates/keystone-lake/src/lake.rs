@@ -150,10 +150,20 @@ impl Lake {
         {
             return Ok(None);
         }
-        match self.builder(name)?.load().await {
-            Ok(t) => Ok(Some(t)),
-            Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(e) => Err(Error::delta(name, e)),
+        let mut attempt = 0;
+        loop {
+            match self.builder(name)?.load().await {
+                Ok(t) => return Ok(Some(t)),
+                Err(DeltaTableError::NotATable(_)) => return Ok(None),
+                // An erasure removes log entries older than its checkpoint:
+                // a load that listed the log just before can miss a file.
+                // A new listing starts from the checkpoint.
+                Err(e) if attempt < 5 && is_vanished_log_entry(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(Error::delta(name, e)),
+            }
         }
     }
 
@@ -218,6 +228,12 @@ fn with_trailing_slash(mut url: Url) -> Url {
         url.set_path(&path);
     }
     url
+}
+
+/// Is `e` a log entry that disappeared while the table was being read?
+pub(crate) fn is_vanished_log_entry(e: &DeltaTableError) -> bool {
+    let text = e.to_string();
+    text.contains("_delta_log") && (text.contains("not found") || text.contains("No such file"))
 }
 
 #[cfg(test)]

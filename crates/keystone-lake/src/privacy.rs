@@ -60,8 +60,8 @@ impl Lake {
         self.write_state(SUPPRESSIONS_STATE, bytes).await
     }
 
-    /// Delete from storage every file of `spec`'s table that the latest
-    /// version does not use (zero retention, also files no commit names), then
+    /// Delete from storage every file of `spec`'s table that a commit removed
+    /// (zero retention), then
     /// checkpoint and remove the log entries before the checkpoint: after a
     /// delete, nothing of the deleted rows is left under the table, not even
     /// in old file statistics. Returns the data files deleted.
@@ -73,7 +73,9 @@ impl Lake {
             .vacuum()
             .with_retention_period(chrono::Duration::zero())
             .with_enforce_retention_duration(false)
-            .with_mode(VacuumMode::Full)
+            // Lite, not Full: Full would also delete the files of an append
+            // in progress (written, not yet committed) — losing its events.
+            .with_mode(VacuumMode::Lite)
             .await
             .map_err(|e| Error::delta(spec.name, e))?;
         create_checkpoint(&table, None)

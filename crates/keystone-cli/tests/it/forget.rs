@@ -261,3 +261,68 @@ fn forget_erases_a_person_from_every_file_and_keeps_them_out() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("TYPE:VALUE"));
 }
+
+/// Loads keep landing while `forget` and `maintain` rewrite the same day
+/// partitions: every acknowledged load is in the lake, each event once.
+#[test]
+fn forget_and_maintain_while_ingesting_lose_no_event() {
+    let (dir, lake) = temp_lake();
+    ok(
+        &lake,
+        &[
+            "ingest",
+            fixture("shop.ndjson").to_str().unwrap(),
+            fixture("store.csv").to_str().unwrap(),
+        ],
+    );
+    ok(&lake, &["resolve"]);
+    let files: Vec<PathBuf> = (0..8)
+        .map(|f| {
+            let path = dir.path().join(format!("stream{f}.ndjson"));
+            let lines: Vec<String> = (0..50)
+                .map(|i| {
+                    format!(
+                        r#"{{"type":"page","messageId":"c{f}-{i}","anonymousId":"visitor-{f}-{i}","timestamp":"2026-10-{:02}T12:00:00Z"}}"#,
+                        30 + i % 2
+                    )
+                })
+                .collect();
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect();
+    let loading_lake = lake.clone();
+    let loader = std::thread::spawn(move || {
+        files
+            .iter()
+            .map(|f| keystone(&loading_lake, &["ingest", f.to_str().unwrap()]))
+            .collect::<Vec<_>>()
+    });
+    let forget = keystone(&lake, &["forget", "email:jane.doe@example.com"]);
+    let maintain = keystone(&lake, &["maintain", "--today", "2026-11-05"]);
+    let loads = loader.join().unwrap();
+    for (what, out) in [("forget", &forget), ("maintain", &maintain)]
+        .into_iter()
+        .chain(loads.iter().map(|l| ("ingest", l)))
+    {
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT count(*), count(DISTINCT message_id) FROM events WHERE message_id LIKE 'c%-%'"
+        ),
+        vec!["400,400"]
+    );
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT count(*) FROM events WHERE email = 'jane.doe@example.com'"
+        ),
+        vec!["0"]
+    );
+}
