@@ -148,6 +148,7 @@ def test_adbc_get_objects_and_table_schema_show_the_catalog(world):
         public = {t["table_name"]: t for t in schemas["public"]["db_schema_tables"]}
         assert {"events", "identities", "profiles", "profile_merges", "events_resolved"} <= set(public)
         assert public["events_resolved"]["table_type"] == "VIEW"
+        assert public["consents"]["table_type"] == "VIEW"
         columns = [c["column_name"] for c in public["events"]["table_columns"]]
         assert columns[:3] == ["message_id", "type", "event"] and "event_date" in columns
         segments = {t["table_name"] for t in schemas["segments"]["db_schema_tables"]}

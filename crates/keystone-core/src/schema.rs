@@ -161,6 +161,7 @@ pub fn profiles_schema() -> SchemaRef {
             Field::new("revenue", DataType::Float64, true),
             Field::new("last_order_at", ts(), true),
             utf8("traits"),
+            utf8("consents"),
         ]))
     });
     SCHEMA.clone()

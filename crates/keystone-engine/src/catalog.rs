@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
 
+use crate::consent::{CONSENTS, consents_sql};
 use crate::profiles::events_resolved_sql;
 use crate::resolve::ResolveState;
 use crate::udf::identity_key_udf;
@@ -55,9 +56,13 @@ impl LakeSchema {
         TABLES.iter().any(|t| t.name == name)
     }
 
-    /// `events_resolved`, built over the latest `events` and `identities`
-    /// with the rules of the last `keystone resolve` (`None` before the first).
-    async fn events_resolved(&self) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+    /// A view built over the latest `events` and `identities` with the rules
+    /// of the last `keystone resolve` (`None` before the first):
+    /// `events_resolved`, or `consents` over it.
+    async fn resolved_view(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let ext = |e: keystone_lake::Error| DataFusionError::External(Box::new(e));
         {
             let (Some(events), Some(identities)) = (
@@ -71,11 +76,16 @@ impl LakeSchema {
                 .map_err(|e| DataFusionError::External(Box::new(e)))?
                 .map(|s| s.rules)
                 .unwrap_or_default();
-            let ctx = SessionContext::new();
+            let mut ctx = SessionContext::new();
             ctx.register_table("events", events.table_provider().await?)?;
             ctx.register_table("identities", identities.table_provider().await?)?;
             ctx.register_udf(identity_key_udf(rules));
-            let sql = events_resolved_sql();
+            let mut sql = events_resolved_sql();
+            if name == CONSENTS {
+                datafusion_functions_json::register_all(&mut ctx)?;
+                ctx.register_table(EVENTS_RESOLVED, ctx.sql(&sql).await?.into_view())?;
+                sql = consents_sql();
+            }
             let plan = ctx.sql(&sql).await?.into_unoptimized_plan();
             Ok(Some(
                 Arc::new(ViewTable::new(plan, Some(sql))) as Arc<dyn TableProvider>
@@ -122,14 +132,15 @@ impl SchemaProvider for LakeSchema {
             .unwrap_or_default();
         if names.iter().any(|n| n == "identities") && names.iter().any(|n| n == "events") {
             names.push(EVENTS_RESOLVED.into());
+            names.push(CONSENTS.into());
             names.sort();
         }
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if name == EVENTS_RESOLVED {
-            return self.events_resolved().await;
+        if name == EVENTS_RESOLVED || name == CONSENTS {
+            return self.resolved_view(name).await;
         }
         if !Self::is_lake_table(name) {
             return Ok(None);
@@ -149,6 +160,6 @@ impl SchemaProvider for LakeSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        Self::is_lake_table(name) || name == EVENTS_RESOLVED
+        Self::is_lake_table(name) || name == EVENTS_RESOLVED || name == CONSENTS
     }
 }

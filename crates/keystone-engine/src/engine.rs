@@ -192,6 +192,7 @@ pub(crate) fn build_context(
     datafusion_functions_json::register_all(&mut ctx)?;
     ctx.register_udaf(crate::udf::most_frequent_udaf());
     ctx.register_udaf(crate::udf::latest_traits_udaf());
+    ctx.register_udaf(crate::udf::latest_consents_udaf());
     Ok(ctx)
 }
 

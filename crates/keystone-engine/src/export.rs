@@ -8,7 +8,7 @@
 //! customer-match uploads expect. With `changes_since`, only the profiles that
 //! entered or exited since that materialisation run, with a `change` column.
 //! With a consent `purpose`, only profiles whose latest consent for it is
-//! granted (see [`consent_sql`]).
+//! granted (see [`crate::consent`]).
 
 use std::sync::Arc;
 
@@ -68,28 +68,6 @@ fn sql_text(s: &str) -> String {
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The profiles whose latest consent for `purpose` is granted.
-///
-/// A consent is a boolean at `context.consent.categoryPreferences.<purpose>`
-/// of any event (what Segment's consent management adds to every event), or
-/// at `properties.categoryPreferences.<purpose>` of a `Consent Updated` (or
-/// `Segment Consent Preference Updated`) track event. The latest such value
-/// by event `timestamp` wins; a profile with none has not consented.
-pub fn consent_sql(purpose: &str) -> String {
-    let p = sql_text(purpose);
-    format!(
-        "SELECT profile_id FROM (\
-           SELECT profile_id, granted, row_number() OVER (PARTITION BY profile_id ORDER BY \"timestamp\" DESC, message_id DESC) AS rn \
-           FROM (SELECT profile_id, \"timestamp\", message_id, coalesce(\
-                   json_get_bool(context, 'consent', 'categoryPreferences', {p}), \
-                   CASE WHEN event IN ('Consent Updated', 'Segment Consent Preference Updated') \
-                        THEN json_get_bool(properties, 'categoryPreferences', {p}) END) AS granted \
-                 FROM events_resolved WHERE profile_id IS NOT NULL) AS c \
-           WHERE granted IS NOT NULL) AS latest \
-         WHERE rn = 1 AND granted"
-    )
 }
 
 /// The past exports, oldest first.
@@ -182,7 +160,7 @@ impl Engine {
         let consent = opts
             .purpose
             .as_deref()
-            .map(|p| format!(" AND m.profile_id IN ({})", consent_sql(p)))
+            .map(|p| format!(" AND m.profile_id IN ({})", crate::consent::granted_sql(p)))
             .unwrap_or_default();
         let email = identifier("email", "lower(trim(p.email))");
         let phone = identifier("phone", "trim(p.phone)");

@@ -12,6 +12,7 @@
 //! ```
 
 mod catalog;
+pub mod consent;
 mod engine;
 mod error;
 pub mod export;

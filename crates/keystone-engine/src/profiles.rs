@@ -39,6 +39,7 @@ pub const PROFILE_COLUMNS: &[&str] = &[
     "revenue",
     "last_order_at",
     "traits",
+    "consents",
     "rfm_recency",
     "rfm_frequency",
     "rfm_monetary",
@@ -101,7 +102,7 @@ pub async fn validate_traits(ctx: &SessionContext, traits: &[ComputedTrait]) -> 
 
 /// Build every profile, in one pass over `events_resolved`. `ctx` must have
 /// `events_resolved`, `identities`, Keystone's functions (`most_frequent`,
-/// `latest_traits`) and the JSON functions registered.
+/// `latest_traits`, `latest_consents`) and the JSON functions registered.
 pub async fn build_profiles(
     ctx: &SessionContext,
     traits: &[ComputedTrait],
@@ -118,8 +119,10 @@ pub async fn build_profiles(
          count(*) FILTER (WHERE type = 'track' AND event = 'Order Completed') AS order_count, \
          coalesce(sum(revenue), 0.0) AS revenue, \
          max(\"timestamp\") FILTER (WHERE type = 'track' AND event = 'Order Completed') AS last_order_at, \
-         latest_traits(CASE WHEN type = 'identify' THEN coalesce(traits, json_get_json(context, 'traits')) END, \"timestamp\") AS traits\
-         {computed} FROM events_resolved WHERE profile_id IS NOT NULL GROUP BY profile_id"
+         latest_traits(CASE WHEN type = 'identify' THEN coalesce(traits, json_get_json(context, 'traits')) END, \"timestamp\") AS traits, \
+         {consents} AS consents\
+         {computed} FROM events_resolved WHERE profile_id IS NOT NULL GROUP BY profile_id",
+        consents = crate::consent::current_consents_expr()
     );
     ctx.register_table("__base", ctx.sql(&base).await?.into_view())?;
     let pick = |kind: &str| {
@@ -147,7 +150,7 @@ pub async fn build_profiles(
     };
     let query = format!(
         "SELECT b.profile_id, i.user_id, i.email, i.phone, b.first_seen, b.last_seen, \
-         b.event_count, b.order_count, b.revenue, b.last_order_at, b.traits{names}, {}, {}, {} \
+         b.event_count, b.order_count, b.revenue, b.last_order_at, b.traits, b.consents{names}, {}, {}, {} \
          FROM __base b LEFT JOIN __ids i ON i.profile_id = b.profile_id ORDER BY b.profile_id",
         score("rfm_recency", "b.last_order_at"),
         score("rfm_frequency", "b.order_count"),

@@ -53,7 +53,8 @@ use serde_json::Value;
 
 use crate::profiles::{ComputedTrait, build_profiles, events_resolved_sql, validate_traits};
 use crate::udf::{
-    IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, latest_traits_udaf, most_frequent_udaf,
+    IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, latest_consents_udaf,
+    latest_traits_udaf, most_frequent_udaf,
 };
 use crate::{Error, Result};
 
@@ -455,6 +456,7 @@ async fn prepare_session(
     ctx.register_udf(identity_key_udf(rules.clone()));
     ctx.register_udaf(most_frequent_udaf());
     ctx.register_udaf(latest_traits_udaf());
+    ctx.register_udaf(latest_consents_udaf());
     datafusion_functions_json::register_all(&mut ctx.clone())?;
     ctx.register_table(
         "events_resolved",

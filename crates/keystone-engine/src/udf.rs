@@ -196,6 +196,16 @@ pub fn latest_traits_udaf() -> datafusion::logical_expr::AggregateUDF {
     })
 }
 
+/// `latest_consents(json, timestamp)`: merge consent preference objects
+/// (`{"marketing": true, ...}`), keeping for each purpose the latest boolean
+/// (by `timestamp`; on a tie a refusal wins). Non-boolean values are ignored.
+pub fn latest_consents_udaf() -> datafusion::logical_expr::AggregateUDF {
+    datafusion::logical_expr::AggregateUDF::from(KeystoneAggregate {
+        name: "latest_consents",
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
 impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
     fn name(&self) -> &str {
         self.name
@@ -215,6 +225,10 @@ impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
     ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
         Ok(match self.name {
             "most_frequent" => Box::new(MostFrequentAcc::default()),
+            "latest_consents" => Box::new(LatestTraitsAcc {
+                consents: true,
+                ..Default::default()
+            }),
             _ => Box::new(LatestTraitsAcc::default()),
         })
     }
@@ -280,12 +294,23 @@ impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
 struct LatestTraitsAcc {
     /// key → (timestamp, value as JSON text)
     latest: std::collections::BTreeMap<String, (i64, String)>,
+    /// `latest_consents`: booleans only, and on a tie the smaller value
+    /// (`false`) wins.
+    consents: bool,
 }
 
 impl LatestTraitsAcc {
     fn offer(&mut self, key: &str, ts: i64, value: String) {
+        let consents = self.consents;
+        let newer = |cur: &(i64, String)| {
+            if consents {
+                ts > cur.0 || (ts == cur.0 && value < cur.1)
+            } else {
+                (ts, &value) > (cur.0, &cur.1)
+            }
+        };
         match self.latest.get_mut(key) {
-            Some(cur) if (ts, &value) > (cur.0, &cur.1) => *cur = (ts, value),
+            Some(cur) if newer(cur) => *cur = (ts, value),
             Some(_) => {}
             None => {
                 self.latest.insert(key.to_string(), (ts, value));
@@ -317,7 +342,7 @@ impl datafusion::logical_expr::Accumulator for LatestTraitsAcc {
                 i64::MIN
             };
             for (k, v) in obj {
-                if !v.is_null() {
+                if (self.consents && v.is_boolean()) || (!self.consents && !v.is_null()) {
                     self.offer(&k, t, v.to_string());
                 }
             }

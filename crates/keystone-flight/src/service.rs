@@ -40,6 +40,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
+use keystone_engine::consent::CONSENTS;
 use keystone_engine::{CATALOG, EVENTS_RESOLVED, Engine, PUBLIC, SEGMENTS, SessionOptions};
 use keystone_ingest::{Format, IngestOptions, ingest_files};
 use prost::Message;
@@ -404,7 +405,8 @@ impl KeystoneFlight {
                 let Some(provider) = schema.table(&name).await.map_err(|e| status_of(&e))? else {
                     continue;
                 };
-                let is_view = schema_name == SEGMENTS || name == EVENTS_RESOLVED;
+                let is_view =
+                    schema_name == SEGMENTS || name == EVENTS_RESOLVED || name == CONSENTS;
                 out.push((
                     schema_name.to_string(),
                     name,

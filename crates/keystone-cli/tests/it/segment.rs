@@ -354,6 +354,29 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
         .clone()
     };
     let (u1, u2, u3, u4) = (pid("u-1"), pid("u-2"), pid("u-3"), pid("u-4"));
+    // The current consents in profiles, and their history in `consents`.
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT user_id, json_get_bool(consents, 'marketing'), json_get_bool(consents, 'advertising') \
+             FROM profiles ORDER BY user_id"
+        ),
+        ["u-1,true,", "u-2,false,", "u-3,true,false", "u-4,,"]
+    );
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT p.user_id, c.purpose, c.granted, c.message_id FROM consents c \
+             JOIN profiles p USING (profile_id) ORDER BY c.\"timestamp\", c.purpose"
+        ),
+        [
+            "u-1,marketing,true,c1",
+            "u-2,marketing,true,c3",
+            "u-2,marketing,false,c4",
+            "u-3,advertising,false,c6",
+            "u-3,marketing,true,c6",
+        ]
+    );
 
     let e = err(&lake, &["segment", "materialize", "--all"]);
     assert!(e.contains("no segment is defined"), "{e}");
@@ -594,6 +617,34 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
         1,
         "nobody granted advertising"
     );
+
+    // A withdrawal counts from the moment its event lands, before the next
+    // resolve: u-1 leaves the marketing export.
+    let withdrawal = dir.path().join("withdrawal.ndjson");
+    write_lines(
+        &withdrawal,
+        &[
+            r#"{"type":"track","messageId":"c9","userId":"u-1","timestamp":"2026-10-06T10:00:00Z","event":"Consent Updated","properties":{"categoryPreferences":{"marketing":false}}}"#,
+        ],
+    );
+    ok(&lake, &["ingest", withdrawal.to_str().unwrap()]);
+    let after = out.join("known-marketing-2.csv");
+    ok(
+        &lake,
+        &[
+            "segment",
+            "export",
+            "known",
+            "--to",
+            after.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--purpose",
+            "marketing",
+        ],
+    );
+    let got: Vec<_> = csv_rows(&after)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(got, std::slice::from_ref(&u3));
 
     let e = err(
         &lake,
