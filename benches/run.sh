@@ -9,6 +9,7 @@
 #   ingest (HTTP)    the collector under 16 connections sending batches of 100
 #                    floor: JSON parsing alone of the load generator's events
 #   resolve          full identity resolution + profile build on a fresh copy
+#   identity graph   the part of resolve that reads identifiers and links them
 #                    peer: label propagation to a fixed point in DuckDB SQL
 #   profile build    the part of resolve that builds `profiles` (its report)
 #   segments         materialise 20 segments (the set of benches/segments.sh)
@@ -33,9 +34,10 @@ if [ ! -x "$py" ]; then
   exit 2
 fi
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release -p keystone-cli --bins --quiet
-  cargo bench -p keystone-ingest --bench json_floor --no-run --quiet 2>/dev/null
-  cargo bench -p keystone-collect --bench http_load --no-run --quiet 2>/dev/null
+  # One build of the three packages: built alone, a bench's package would
+  # unify dependency features differently and rebuild DataFusion.
+  cargo build --release -p keystone-cli -p keystone-ingest -p keystone-collect \
+    --bins --bench json_floor --bench http_load --quiet
 fi
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release/keystone"
@@ -126,8 +128,9 @@ rm -rf "$work/base" && cp -a "$work/lake" "$work/base"
 for r in $(seq "$runs"); do
   rm -rf "$work/lake" && cp -a "$work/base" "$work/lake"
   timed "$work/resolve.json" "$bin" --quiet --config "$work/keystone.toml" --lake "$work/lake" resolve --json
-  profile_secs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["profile_secs"])' "$work/resolve.json")
+  read -r graph_secs profile_secs < <(python3 -c 'import json,sys; s = json.load(open(sys.argv[1]))["seconds"]; print(s["read"] + s["graph"], s["profiles"])' "$work/resolve.json")
   record "resolve" "$r" secs="$secs" rss_mib="$rss_mib" events="$((events + store))"
+  record "identity graph" "$r" secs="$graph_secs" events="$((events + store))"
   record "profile build" "$r" secs="$profile_secs" events="$((events + store))"
   echo "  run $r: $secs s (profile build $profile_secs s), peak $rss_mib MiB"
 done

@@ -6,6 +6,8 @@ segment_changes Delta tables read by deltalake-python."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import shutil
 
 import deltalake
@@ -75,3 +77,36 @@ def test_export_to_s3_is_readable_there(keystone, resolved_lake, moto, tmp_path)
     local.write_bytes(body)
     assert pq.read_table(local).num_rows == int(
         keystone.sql(resolved_lake, "SELECT count(*) AS n FROM segments.buyers")[0]["n"])
+
+
+def test_forget_rewrites_exports_written_to_s3(keystone, resolved_lake, moto, tmp_path):
+    """An erasure reaches the files Keystone exported to object storage: the
+    person's rows are gone from the Parquet and the CSV object, every other
+    row is kept as it was."""
+    lake = tmp_path / "lake"
+    shutil.copytree(resolved_lake, lake)
+    env = moto.env()
+    keys = {"parquet": "forget/known.parquet", "csv": "forget/known.csv"}
+    for fmt, key in keys.items():
+        keystone("segment", "export", "known", "--to", moto.url(key), "--format", fmt, lake=lake, env=env)
+
+    def body(key: str) -> bytes:
+        return moto.client().get_object(Bucket=moto.bucket, Key=key)["Body"].read()
+
+    csv_before = body(keys["csv"]).decode().splitlines()
+    parquet_before = pq.read_table(io.BytesIO(body(keys["parquet"])))
+    person = keystone.sql(
+        lake, "SELECT profile_id, email FROM profiles WHERE email IS NOT NULL ORDER BY profile_id LIMIT 1")[0]
+    report = json.loads(keystone("forget", f"email:{person['email']}", "--json", lake=lake, env=env).stdout)
+    # The two files above, and any earlier export of this lake's copy that held them.
+    assert report["exports_rewritten"] >= 2, report
+
+    for key in keys.values():
+        data = body(key)
+        assert person["email"].encode() not in data
+        assert person["profile_id"].encode() not in data
+    assert body(keys["csv"]).decode().splitlines() == [
+        line for line in csv_before if person["profile_id"] not in line]
+    parquet_after = pq.read_table(io.BytesIO(body(keys["parquet"])))
+    assert parquet_after.num_rows == parquet_before.num_rows - 1
+    assert parquet_after.schema == parquet_before.schema

@@ -6,7 +6,7 @@
 //!  delete: events (their identifiers' columns, and events resolved to them),
 //!          identities, profiles, profile_merges, identity_audit,
 //!          segment_membership, segment_changes, quarantine (raw text),
-//!          rows of past exports Keystone wrote (local files)
+//!          rows of past exports Keystone wrote (local files and s3:// objects)
 //!  then, per touched table: VACUUM with zero retention (the files the
 //!  deletes rewrote are deleted from storage), a checkpoint, and the log entries before it
 //!  removed (their file statistics may hold the erased values)
@@ -20,13 +20,15 @@
 //! fail to read files that are gone and must re-open the table.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use keystone_lake::{
     EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PROFILES, QUARANTINE,
     SEGMENT_CHANGES, SEGMENT_MEMBERSHIP, TableSpec,
 };
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::resolve::ResolveState;
@@ -293,8 +295,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Rewrite the local export files Keystone wrote without `profiles`;
-    /// returns how many changed.
+    /// Rewrite the export files Keystone wrote (local or in object storage)
+    /// without `profiles`; returns how many changed. A file since deleted or
+    /// replaced by one without a `profile_id` column is left alone.
     async fn forget_in_exports(&self, profiles: &BTreeSet<String>) -> Result<u64> {
         if profiles.is_empty() {
             return Ok(0);
@@ -302,18 +305,90 @@ impl Engine {
         let mut rewritten = 0;
         let mut seen = BTreeSet::new();
         for export in crate::export::exports(self.lake()).await? {
-            if !seen.insert(export.url.clone()) || export.url.contains("://") {
+            if !seen.insert(export.url.clone()) {
                 continue;
             }
-            let path = std::path::Path::new(&export.url);
-            if !path.is_file() {
+            let file = ExportFile::locate(&export.url, self.lake())?;
+            let Some(bytes) = file.read().await? else {
                 continue;
-            }
-            if rewrite_export(path, export.format, profiles).await? {
+            };
+            if let Some(kept) = without_profiles(&bytes, export.format, profiles, &export.url)? {
+                file.write(kept).await?;
                 rewritten += 1;
             }
         }
         Ok(rewritten)
+    }
+}
+
+/// Where an export file lives.
+enum ExportFile {
+    Local(std::path::PathBuf),
+    Remote {
+        store: Box<dyn object_store::ObjectStore>,
+        path: object_store::path::Path,
+        url: String,
+    },
+}
+
+impl ExportFile {
+    fn locate(url: &str, lake: &keystone_lake::Lake) -> Result<Self> {
+        if !url.contains("://") || url.starts_with("file://") {
+            return Ok(Self::Local(url.trim_start_matches("file://").into()));
+        }
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::Forget(format!("export {url}: {e}")))?;
+        let options = if lake.storage_options().is_empty() {
+            keystone_lake::storage_options_from_env()
+        } else {
+            lake.storage_options().clone()
+        };
+        let (store, path) = object_store::parse_url_opts(&parsed, options)
+            .map_err(|e| Error::Forget(format!("export {url}: {e}")))?;
+        Ok(Self::Remote {
+            store,
+            path,
+            url: url.to_string(),
+        })
+    }
+
+    /// The file's bytes, or `None` when it no longer exists.
+    async fn read(&self) -> Result<Option<bytes::Bytes>> {
+        match self {
+            Self::Local(path) => match std::fs::read(path) {
+                Ok(b) => Ok(Some(b.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Forget(format!("export {}: {e}", path.display()))),
+            },
+            Self::Remote { store, path, url } => match store.get(path).await {
+                Ok(got) => {
+                    Ok(Some(got.bytes().await.map_err(|e| {
+                        Error::Forget(format!("export {url}: {e}"))
+                    })?))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Error::Forget(format!("export {url}: {e}"))),
+            },
+        }
+    }
+
+    /// Replace the file whole (a local file through a rename, an object by
+    /// one put: readers see the old or the new file, never a part).
+    async fn write(&self, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Self::Local(path) => {
+                let tmp = path.with_extension("keystone-forget.tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, path)?;
+            }
+            Self::Remote { store, path, url } => {
+                store
+                    .put(path, bytes.into())
+                    .await
+                    .map_err(|e| Error::Forget(format!("export {url}: {e}")))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -494,31 +569,48 @@ impl Engine {
     }
 }
 
-/// Rewrite one export file without the rows of `profiles`.
-async fn rewrite_export(
-    path: &std::path::Path,
+/// The export file `bytes` without the rows of `profiles`, or `None` when
+/// it holds none of them (or has no `profile_id` column). CSV columns are
+/// read and written back as text, so the other rows keep their values.
+fn without_profiles(
+    bytes: &bytes::Bytes,
     format: crate::export::ExportFormat,
     profiles: &BTreeSet<String>,
-) -> Result<bool> {
-    use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
-    let ctx = SessionContext::new();
-    let location = path.display().to_string();
-    let df = match format {
+    location: &str,
+) -> Result<Option<Vec<u8>>> {
+    let fail = |e: &dyn std::fmt::Display| Error::Forget(format!("export {location}: {e}"));
+    let batches: Vec<RecordBatch> = match format {
         crate::export::ExportFormat::Parquet => {
-            ctx.read_parquet(&location, ParquetReadOptions::default())
-                .await?
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes.clone(),
+            )
+            .map_err(|e| fail(&e))?
+            .build()
+            .map_err(|e| fail(&e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| fail(&e))?
         }
         crate::export::ExportFormat::Csv => {
-            ctx.read_csv(&location, CsvReadOptions::new().has_header(true))
-                .await?
+            let mut header = csv_header(bytes).map_err(|e| fail(&e))?;
+            let fields: Vec<arrow::datatypes::Field> = header
+                .drain(..)
+                .map(|name| {
+                    arrow::datatypes::Field::new(name, arrow::datatypes::DataType::Utf8, true)
+                })
+                .collect();
+            arrow::csv::ReaderBuilder::new(Arc::new(arrow::datatypes::Schema::new(fields)))
+                .with_header(true)
+                .build(std::io::Cursor::new(bytes.clone()))
+                .map_err(|e| fail(&e))?
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| fail(&e))?
         }
     };
-    let batches = df.collect().await?;
     let mut kept = Vec::new();
     let mut dropped = 0usize;
-    for batch in batches {
+    for batch in &batches {
         let Ok(idx) = batch.schema().index_of("profile_id") else {
-            return Ok(false);
+            return Ok(None);
         };
         let ids = arrow::compute::cast(batch.column(idx), &arrow::datatypes::DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
@@ -526,41 +618,45 @@ async fn rewrite_export(
             .map(|i| Some(ids.is_null(i) || !profiles.contains(ids.value(i))))
             .collect();
         dropped += keep.false_count();
-        kept.push(arrow::compute::filter_record_batch(&batch, &keep)?);
+        kept.push(arrow::compute::filter_record_batch(batch, &keep)?);
     }
     if dropped == 0 {
-        return Ok(false);
+        return Ok(None);
     }
-    let tmp = path.with_extension("keystone-forget.tmp");
-    {
-        let file = std::fs::File::create(&tmp)?;
-        match format {
-            crate::export::ExportFormat::Parquet => {
-                let schema = kept
-                    .first()
-                    .map(|b| b.schema())
-                    .ok_or_else(|| Error::Forget("empty export".into()))?;
-                let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)
-                    .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
-                for b in &kept {
-                    w.write(b)
-                        .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
-                }
-                w.close()
-                    .map_err(|e| Error::Forget(format!("{location}: {e}")))?;
+    let mut out = Vec::new();
+    match format {
+        crate::export::ExportFormat::Parquet => {
+            let schema = kept
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| fail(&"no rows"))?;
+            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)
+                .map_err(|e| fail(&e))?;
+            for b in &kept {
+                w.write(b).map_err(|e| fail(&e))?;
             }
-            crate::export::ExportFormat::Csv => {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(file);
-                for b in &kept {
-                    w.write(b)?;
-                }
+            w.close().map_err(|e| fail(&e))?;
+        }
+        crate::export::ExportFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in &kept {
+                w.write(b)?;
             }
         }
     }
-    std::fs::rename(&tmp, path)?;
-    Ok(true)
+    Ok(Some(out))
+}
+
+/// The column names of a CSV file's header line.
+fn csv_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let mut reader = arrow::csv::reader::Format::default().with_header(true);
+    reader = reader.with_quote(b'"');
+    let (schema, _) = reader
+        .infer_schema(std::io::Cursor::new(bytes), Some(0))
+        .map_err(|e| e.to_string())?;
+    Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
 }
 
 /// An identifier value as `resolve` stores it.
