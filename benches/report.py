@@ -151,7 +151,8 @@ def main() -> None:
         f"Geometric mean Keystone ÷ DuckDB: **{summary['geomean_ratio_keystone_over_duckdb']:.2f}** "
         f"(target ≤ 1.0); Keystone ÷ scan floor: {summary['geomean_ratio_keystone_over_floor']:.2f}. "
         "The scan floor reads the stored columns each query reads (`READS` in `benches/queries.py`) "
-        "with pyarrow on all cores; Keystone's time includes the Flight SQL round trip."
+        "with pyarrow on all cores; Keystone's time includes the Flight SQL round trip "
+        f"(`SELECT 1` over the same connection: {summary['round_trip_ms']:.0f} ms median)."
     )
     lines.append("")
     if flagged:

@@ -91,7 +91,13 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     builder
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // TCP_NODELAY: without it, Nagle's algorithm holds a response's last
+        // small frame until the client's delayed ACK (~40 ms on Linux) —
+        // measured: `SELECT 1` took 48 ms over loopback.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
