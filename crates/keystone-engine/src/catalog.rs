@@ -102,8 +102,7 @@ impl LakeSchema {
     async fn load_latest(&self, name: &str) -> keystone_lake::Result<Option<DeltaTable>> {
         let mut cache = self.cache.lock().await;
         if let Some(table) = cache.get_mut(name) {
-            table
-                .update_incremental(None)
+            keystone_lake::refresh_table(table)
                 .await
                 .map_err(|e| keystone_lake::Error::delta(name, e))?;
             return Ok(Some(table.clone()));

@@ -52,6 +52,54 @@ const COMMIT_RETRIES: usize = 20;
 /// Size at which a data file is closed and a new one started.
 const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
+/// The versions recorded for `app_ids` (Delta application transactions) in
+/// the latest state of `table`, which is refreshed first. The lookup reads
+/// commit files; when an erasure's log cleanup removes them meanwhile, the
+/// table is read afresh from the new checkpoint and the lookup repeated.
+async fn landed_versions(
+    table: &mut DeltaTable,
+    app_ids: &[String],
+) -> std::result::Result<Vec<Option<i64>>, DeltaTableError> {
+    let mut attempt = 0;
+    loop {
+        crate::lake::refresh_table(table).await?;
+        let state = table.snapshot()?;
+        let mut out = Vec::with_capacity(app_ids.len());
+        let mut failed = None;
+        for app_id in app_ids {
+            match state
+                .transaction_version(table.log_store().as_ref(), app_id)
+                .await
+            {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => return Ok(out),
+            Some(e) if attempt < 5 && crate::lake::is_vanished_log_entry(&e) => {
+                attempt += 1;
+                *table = DeltaTable::new(table.log_store());
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            Some(e) => return Err(e),
+        }
+    }
+}
+
+/// Did the commit lose a race to a concurrent delete (nothing written)?
+fn is_delete_race(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentDeleteRead),
+        }
+    )
+}
+
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -130,19 +178,12 @@ impl Lake {
         spec: &TableSpec,
         app_ids: &[String],
     ) -> Result<Vec<Option<i64>>> {
-        let Some(table) = self.load(spec).await? else {
+        let Some(mut table) = self.load(spec).await? else {
             return Ok(vec![None; app_ids.len()]);
         };
-        let state = table.snapshot().map_err(|e| Error::delta(spec.name, e))?;
-        let mut out = Vec::with_capacity(app_ids.len());
-        for app_id in app_ids {
-            let v = state
-                .transaction_version(table.log_store().as_ref(), app_id)
-                .await
-                .map_err(|e| Error::delta(spec.name, e))?;
-            out.push(v);
-        }
-        Ok(out)
+        landed_versions(&mut table, app_ids)
+            .await
+            .map_err(|e| Error::delta(spec.name, e))
     }
 }
 
@@ -236,35 +277,44 @@ impl Append {
                 .await;
             match result {
                 Ok(done) => break done.version(),
-                Err(DeltaTableError::Transaction {
-                    source:
-                        TransactionError::CommitConflict(CommitConflictError::ConcurrentDeleteRead),
-                }) if attempt < COMMIT_RETRIES => {
+                // Lost a race to a delete: nothing was written. Or an
+                // erasure's log cleanup removed commit files this commit
+                // had to read — while checking the winning commits (nothing
+                // written) or after writing (post-commit snapshot update).
+                // The second is only retried when the application
+                // transactions tell whether this content landed.
+                Err(e)
+                    if attempt < COMMIT_RETRIES
+                        && (is_delete_race(&e)
+                            || (!txns.is_empty() && crate::lake::is_vanished_log_entry(&e))) =>
+                {
+                    let vanished = !is_delete_race(&e);
                     attempt += 1;
-                    let mut reads = 0;
-                    while let Err(e) = table.update_incremental(None).await {
-                        if reads >= 5 || !crate::lake::is_vanished_log_entry(&e) {
-                            return Err(Error::delta(self.table_name, e));
-                        }
-                        reads += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(50 * reads)).await;
-                    }
-                    // Another load of the same content may have landed
-                    // meanwhile: then this one must not.
-                    let state = table
-                        .snapshot()
+                    let app_ids: Vec<String> = txns.iter().map(|t| t.0.clone()).collect();
+                    let versions = landed_versions(&mut table, &app_ids)
+                        .await
                         .map_err(|e| Error::delta(self.table_name, e))?;
-                    for (app_id, version) in &txns {
-                        let landed = state
-                            .transaction_version(table.log_store().as_ref(), app_id)
-                            .await
+                    let (mut landed_any, mut landed_all) = (false, !txns.is_empty());
+                    for ((_, version), landed) in txns.iter().zip(versions) {
+                        let landed = landed.is_some_and(|v| v >= *version);
+                        landed_any |= landed;
+                        landed_all &= landed;
+                    }
+                    if vanished && landed_all {
+                        // This commit (or one of the very same content) is
+                        // in the table: the content is there exactly once.
+                        let state = table
+                            .snapshot()
                             .map_err(|e| Error::delta(self.table_name, e))?;
-                        if landed.is_some_and(|v| v >= *version) {
-                            return Err(Error::Conflict(format!(
-                                "table `{}`: the same content ({app_id}) was committed by another load meanwhile",
-                                self.table_name
-                            )));
-                        }
+                        break state.version() as _;
+                    }
+                    if landed_any {
+                        // Another load of (some of) the same content landed
+                        // meanwhile: this one must not.
+                        return Err(Error::Conflict(format!(
+                            "table `{}`: the same content was committed by another load meanwhile",
+                            self.table_name
+                        )));
                     }
                 }
                 Err(e) => return Err(Error::delta(self.table_name, e)),

@@ -231,6 +231,25 @@ fn with_trailing_slash(mut url: Url) -> Url {
 }
 
 /// Is `e` a log entry that disappeared while the table was being read?
+/// Bring `table` to the latest version. An erasure's log cleanup can remove
+/// the entries between the table's version and its new checkpoint: an
+/// incremental update can then never succeed, so the table is read afresh
+/// from the checkpoint.
+pub async fn refresh_table(table: &mut DeltaTable) -> std::result::Result<(), DeltaTableError> {
+    let mut attempt = 0;
+    loop {
+        match table.update_incremental(None).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && is_vanished_log_entry(&e) => {
+                attempt += 1;
+                *table = DeltaTable::new(table.log_store());
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(crate) fn is_vanished_log_entry(e: &DeltaTableError) -> bool {
     let text = e.to_string();
     text.contains("_delta_log") && (text.contains("not found") || text.contains("No such file"))

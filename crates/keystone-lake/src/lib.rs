@@ -32,7 +32,7 @@ mod tables;
 pub use append::{Append, AppendMetrics};
 pub use error::{Error, Result};
 pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
-pub use lake::{Lake, storage_options_from_env};
+pub use lake::{Lake, refresh_table, storage_options_from_env};
 pub use maintain::TableUpkeep;
 pub use privacy::{Suppressions, digest as suppression_digest};
 pub use segments::{SegmentDef, check_segment_name};
