@@ -10,8 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
-cargo build --release -p keystone-cli --quiet
-cargo bench -p keystone-collect --bench http_load --no-run --quiet 2>/dev/null
+# One build (a bench target built alone would unify dependency features
+# differently and rebuild DataFusion in release).
+cargo build --release -p keystone-cli -p keystone-ingest -p keystone-collect \
+  --bins --bench json_floor --bench http_load --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin="$target_dir/release/keystone"
 load=$(ls -t "$target_dir"/release/deps/http_load-* | grep -v '\.d$' | head -1)
