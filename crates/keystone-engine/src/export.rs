@@ -70,6 +70,21 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The object store and path of an export URL (`s3://…`), with the lake's
+/// storage options, or the `AWS_*` environment when the lake is local.
+pub(crate) fn object_store_for(
+    url: &str,
+    lake: &keystone_lake::Lake,
+) -> std::result::Result<(Box<dyn object_store::ObjectStore>, object_store::path::Path), String> {
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let options = if lake.storage_options().is_empty() {
+        keystone_lake::storage_options_from_env()
+    } else {
+        lake.storage_options().clone()
+    };
+    object_store::parse_url_opts(&parsed, options).map_err(|e| e.to_string())
+}
+
 /// The past exports, oldest first.
 pub async fn exports(lake: &keystone_lake::Lake) -> Result<Vec<ExportRecord>> {
     let Some(bytes) = lake.read_state(EXPORTS_STATE).await? else {
@@ -220,12 +235,7 @@ impl Engine {
         if to.contains("://") && !to.starts_with("file://") {
             let url = url::Url::parse(to)
                 .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
-            let options = if self.lake().storage_options().is_empty() {
-                keystone_lake::storage_options_from_env()
-            } else {
-                self.lake().storage_options().clone()
-            };
-            let (store, _) = object_store::parse_url_opts(&url, options)
+            let (store, _) = object_store_for(to, self.lake())
                 .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;
             let base = url::Url::parse(&format!("{}://{}", url.scheme(), url.authority()))
                 .map_err(|e| Error::Segment(format!("export destination {to}: {e}")))?;

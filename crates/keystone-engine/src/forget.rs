@@ -93,6 +93,10 @@ pub struct ErasureRecord {
     pub removed: BTreeMap<String, u64>,
     /// Export files rewritten without the people.
     pub exports_rewritten: u64,
+    /// Export files that could not be rewritten (URL and error): the
+    /// people's rows may still be in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports_failed: Vec<String>,
     /// Data files deleted from storage by the vacuum.
     pub files_deleted: u64,
     pub seconds: f64,
@@ -155,17 +159,7 @@ impl Engine {
         let mut removed = BTreeMap::new();
         let mut touched: Vec<&TableSpec> = Vec::new();
         // Events: by identifier columns, and any other event resolved to them.
-        let by_columns: Vec<String> = EVENT_COLUMNS
-            .iter()
-            .filter_map(|(kind, column)| {
-                let values: Vec<&String> = identifiers
-                    .iter()
-                    .filter(|(k, _)| k == kind)
-                    .map(|(_, v)| v)
-                    .collect();
-                (!values.is_empty()).then(|| format!("{column} IN ({})", in_list(values)))
-            })
-            .collect();
+        let by_columns = column_predicates(&identifiers);
         let mut event_predicate = by_columns.clone();
         if !profiles.is_empty() && self.has(&IDENTITIES).await? && self.has(&EVENTS).await? {
             let not_columns = if by_columns.is_empty() {
@@ -239,7 +233,9 @@ impl Engine {
                 .await?;
         }
 
-        let exports_rewritten = self.forget_in_exports(&all_profiles).await?;
+        // An unreachable export must not stop the erasure before the
+        // suppression and the audit: its failure is recorded instead.
+        let (exports_rewritten, exports_failed) = self.forget_in_exports(&all_profiles).await;
 
         let mut files_deleted = 0;
         for spec in &touched {
@@ -262,6 +258,7 @@ impl Engine {
             identifiers: identifiers.len() as u64,
             removed,
             exports_rewritten,
+            exports_failed,
             files_deleted,
             seconds: started.elapsed().as_secs_f64(),
         };
@@ -296,28 +293,47 @@ impl Engine {
     }
 
     /// Rewrite the export files Keystone wrote (local or in object storage)
-    /// without `profiles`; returns how many changed. A file since deleted or
-    /// replaced by one without a `profile_id` column is left alone.
-    async fn forget_in_exports(&self, profiles: &BTreeSet<String>) -> Result<u64> {
+    /// without `profiles`: how many changed, and the files that could not
+    /// be rewritten (each with its error). A file since deleted or replaced
+    /// by one without a `profile_id` column is left alone.
+    async fn forget_in_exports(&self, profiles: &BTreeSet<String>) -> (u64, Vec<String>) {
         if profiles.is_empty() {
-            return Ok(0);
+            return (0, Vec::new());
         }
-        let mut rewritten = 0;
+        let exports = match crate::export::exports(self.lake()).await {
+            Ok(exports) => exports,
+            Err(e) => return (0, vec![e.to_string()]),
+        };
+        let (mut rewritten, mut failed) = (0, Vec::new());
         let mut seen = BTreeSet::new();
-        for export in crate::export::exports(self.lake()).await? {
+        for export in exports {
             if !seen.insert(export.url.clone()) {
                 continue;
             }
-            let file = ExportFile::locate(&export.url, self.lake())?;
-            let Some(bytes) = file.read().await? else {
-                continue;
-            };
-            if let Some(kept) = without_profiles(&bytes, export.format, profiles, &export.url)? {
-                file.write(kept).await?;
-                rewritten += 1;
+            match self.forget_in_export(&export, profiles).await {
+                Ok(true) => rewritten += 1,
+                Ok(false) => {}
+                Err(e) => failed.push(e.to_string()),
             }
         }
-        Ok(rewritten)
+        (rewritten, failed)
+    }
+
+    /// Rewrite one export without `profiles`; `false` when nothing changed.
+    async fn forget_in_export(
+        &self,
+        export: &crate::export::ExportRecord,
+        profiles: &BTreeSet<String>,
+    ) -> Result<bool> {
+        let file = ExportFile::locate(&export.url, self.lake())?;
+        let Some(bytes) = file.read().await? else {
+            return Ok(false);
+        };
+        let Some(kept) = without_profiles(&bytes, export.format, profiles, &export.url)? else {
+            return Ok(false);
+        };
+        file.write(kept).await?;
+        Ok(true)
     }
 }
 
@@ -336,14 +352,7 @@ impl ExportFile {
         if !url.contains("://") || url.starts_with("file://") {
             return Ok(Self::Local(url.trim_start_matches("file://").into()));
         }
-        let parsed =
-            url::Url::parse(url).map_err(|e| Error::Forget(format!("export {url}: {e}")))?;
-        let options = if lake.storage_options().is_empty() {
-            keystone_lake::storage_options_from_env()
-        } else {
-            lake.storage_options().clone()
-        };
-        let (store, path) = object_store::parse_url_opts(&parsed, options)
+        let (store, path) = crate::export::object_store_for(url, lake)
             .map_err(|e| Error::Forget(format!("export {url}: {e}")))?;
         Ok(Self::Remote {
             store,
@@ -483,18 +492,7 @@ impl Engine {
         } else {
             ids
         };
-        let by_columns: Vec<String> = EVENT_COLUMNS
-            .iter()
-            .filter_map(|(kind, column)| {
-                let values: Vec<&String> = person
-                    .identifiers
-                    .iter()
-                    .filter(|(k, _)| k == kind)
-                    .map(|(_, v)| v)
-                    .collect();
-                (!values.is_empty()).then(|| format!("{column} IN ({})", in_list(values)))
-            })
-            .collect();
+        let by_columns = column_predicates(&person.identifiers);
         let mut doc = serde_json::Map::new();
         doc.insert(
             "asked".into(),
@@ -657,6 +655,21 @@ fn csv_header(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
         .infer_schema(std::io::Cursor::new(bytes), Some(0))
         .map_err(|e| e.to_string())?;
     Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+}
+
+/// `column IN (…)` for each event column holding one of `identifiers`.
+fn column_predicates(identifiers: &BTreeSet<(String, String)>) -> Vec<String> {
+    EVENT_COLUMNS
+        .iter()
+        .filter_map(|(kind, column)| {
+            let values: Vec<&String> = identifiers
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, v)| v)
+                .collect();
+            (!values.is_empty()).then(|| format!("{column} IN ({})", in_list(values)))
+        })
+        .collect()
 }
 
 /// An identifier value as `resolve` stores it.

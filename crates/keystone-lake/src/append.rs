@@ -53,16 +53,18 @@ const COMMIT_RETRIES: usize = 20;
 const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The versions recorded for `app_ids` (Delta application transactions) in
-/// the latest state of `table`, which is refreshed first. The lookup reads
-/// commit files; when an erasure's log cleanup removes them meanwhile, the
-/// table is read afresh from the new checkpoint and the lookup repeated.
+/// `table`'s state. The lookup reads commit files; when an erasure's log
+/// cleanup removes them meanwhile, the table is read afresh from the new
+/// checkpoint and the lookup repeated.
 async fn landed_versions(
     table: &mut DeltaTable,
     app_ids: &[String],
 ) -> std::result::Result<Vec<Option<i64>>, DeltaTableError> {
     let mut attempt = 0;
     loop {
-        crate::lake::refresh_table(table).await?;
+        if attempt > 0 {
+            crate::lake::refresh_table(table).await?;
+        }
         let state = table.snapshot()?;
         let mut out = Vec::with_capacity(app_ids.len());
         let mut failed = None;
@@ -290,6 +292,9 @@ impl Append {
                 {
                     let vanished = !is_delete_race(&e);
                     attempt += 1;
+                    crate::lake::refresh_table(&mut table)
+                        .await
+                        .map_err(|e| Error::delta(self.table_name, e))?;
                     let app_ids: Vec<String> = txns.iter().map(|t| t.0.clone()).collect();
                     let versions = landed_versions(&mut table, &app_ids)
                         .await

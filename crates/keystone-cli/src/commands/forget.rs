@@ -83,5 +83,13 @@ pub async fn run(settings: &Settings, args: ForgetArgs) -> anyhow::Result<ExitCo
             record.seconds
         );
     }
+    if !record.exports_failed.is_empty() {
+        // The erasure, suppression and audit are done; these files are not.
+        anyhow::bail!(
+            "{} export file(s) could not be rewritten and may still hold the people's rows (the people are erased everywhere else: remove their rows from these files by hand):\n  {}",
+            record.exports_failed.len(),
+            record.exports_failed.join("\n  ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

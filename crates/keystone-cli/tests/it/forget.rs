@@ -326,3 +326,60 @@ fn forget_and_maintain_while_ingesting_lose_no_event() {
         vec!["0"]
     );
 }
+
+/// An export file that cannot be rewritten does not stop the erasure: the
+/// person is erased, suppressed and audited, and the command fails naming
+/// the file.
+#[test]
+fn an_unrewritable_export_is_named_and_the_erasure_still_completes() {
+    let (dir, lake) = temp_lake();
+    ok(&lake, &["ingest", fixture("shop.ndjson").to_str().unwrap()]);
+    ok(&lake, &["resolve"]);
+    ok(
+        &lake,
+        &[
+            "segment",
+            "create",
+            "known",
+            "--sql",
+            "SELECT profile_id FROM profiles WHERE email IS NOT NULL",
+        ],
+    );
+    let export = dir.path().join("known.csv");
+    ok(
+        &lake,
+        &[
+            "segment",
+            "export",
+            "known",
+            "--to",
+            export.to_str().unwrap(),
+            "--format",
+            "csv",
+        ],
+    );
+    // The file becomes a folder: reading it fails.
+    std::fs::remove_file(&export).unwrap();
+    std::fs::create_dir(&export).unwrap();
+
+    let out = keystone(&lake, &["forget", "email:jane.doe@example.com"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 export file(s) could not be rewritten") && stderr.contains("known.csv"),
+        "{stderr}"
+    );
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT count(*) FROM identities WHERE identifier = 'jane.doe@example.com'"
+        ),
+        ["0"]
+    );
+    let audit = std::fs::read_to_string(lake.join("_keystone/erasures.json")).unwrap();
+    assert!(
+        audit.contains("exports_failed") && audit.contains("known.csv"),
+        "{audit}"
+    );
+    assert!(lake.join("_keystone/suppressions.json").is_file());
+}
