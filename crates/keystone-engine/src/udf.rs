@@ -12,7 +12,8 @@ use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, EmitTo, GroupsAccumulator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 use keystone_identity::{EventIds, Rules, extract_with};
 
@@ -169,8 +170,12 @@ impl ScalarUDFImpl for IdentityKey {
     }
 }
 
-/// Keystone's aggregates. Both return a string and carry their partial state
-/// between aggregation phases as one JSON text.
+/// Keystone's aggregates. Each returns a string and carries its partial state
+/// between aggregation phases as one JSON text. Besides the one-group
+/// [`Accumulator`](datafusion::logical_expr::Accumulator) they have a
+/// [`GroupsAccumulator`] that keeps the state of every group in a `Vec` and
+/// skips rows without input in one branch: a profile build aggregates
+/// millions of groups, most rows of which carry no traits nor consents.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct KeystoneAggregate {
     name: &'static str,
@@ -206,6 +211,27 @@ pub fn latest_consents_udaf() -> datafusion::logical_expr::AggregateUDF {
     })
 }
 
+impl KeystoneAggregate {
+    fn groups<S: GroupState>(fresh: fn() -> S) -> Box<dyn GroupsAccumulator> {
+        Box::new(Groups {
+            fresh,
+            states: Vec::new(),
+            bytes: 0,
+        })
+    }
+}
+
+fn fresh_traits() -> LatestTraits {
+    LatestTraits::default()
+}
+
+fn fresh_consents() -> LatestTraits {
+    LatestTraits {
+        consents: true,
+        ..Default::default()
+    }
+}
+
 impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
     fn name(&self) -> &str {
         self.name
@@ -224,12 +250,27 @@ impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
         _args: datafusion::logical_expr::function::AccumulatorArgs,
     ) -> Result<Box<dyn datafusion::logical_expr::Accumulator>> {
         Ok(match self.name {
-            "most_frequent" => Box::new(MostFrequentAcc::default()),
-            "latest_consents" => Box::new(LatestTraitsAcc {
-                consents: true,
-                ..Default::default()
-            }),
-            _ => Box::new(LatestTraitsAcc::default()),
+            "most_frequent" => Box::new(One(MostFrequent::default())),
+            "latest_consents" => Box::new(One(fresh_consents())),
+            _ => Box::new(One(fresh_traits())),
+        })
+    }
+
+    fn groups_accumulator_supported(
+        &self,
+        _args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(match self.name {
+            "most_frequent" => Self::groups(MostFrequent::default),
+            "latest_consents" => Self::groups(fresh_consents),
+            _ => Self::groups(fresh_traits),
         })
     }
 
@@ -241,65 +282,284 @@ impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
     }
 }
 
-#[derive(Debug, Default)]
-struct MostFrequentAcc {
-    counts: std::collections::HashMap<String, u64>,
+/// The input columns of one batch: the text and, for the `latest_*`
+/// aggregates, the timestamp (as microseconds).
+struct Inputs<'a> {
+    text: StrCol<'a>,
+    ts: Option<&'a arrow::array::TimestampMicrosecondArray>,
 }
 
-impl datafusion::logical_expr::Accumulator for MostFrequentAcc {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+/// Cast the timestamp argument (any unit) to microseconds.
+fn micros(values: &[ArrayRef]) -> Result<Option<ArrayRef>> {
+    values
+        .get(1)
+        .map(|ts| {
+            arrow::compute::cast(
+                ts,
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            )
+            .map_err(Into::into)
+        })
+        .transpose()
+}
+
+fn inputs<'a>(values: &'a [ArrayRef], ts: &'a Option<ArrayRef>) -> Result<Inputs<'a>> {
+    Ok(Inputs {
+        text: StrCol::new(values[0].as_ref())?,
+        ts: ts
+            .as_ref()
+            .map(|t| t.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()),
+    })
+}
+
+impl Inputs<'_> {
+    fn ts(&self, i: usize) -> i64 {
+        match self.ts {
+            Some(ts) if ts.is_valid(i) => ts.value(i),
+            _ => i64::MIN,
+        }
+    }
+}
+
+/// The state of one group of a Keystone aggregate.
+trait GroupState: Send + Sync + std::fmt::Debug + 'static {
+    /// Add a row's (non-null) text and timestamp.
+    fn update(&mut self, text: &str, ts: i64);
+    /// Merge a partial state (the text of [`GroupState::state`]).
+    fn merge(&mut self, state: &str) -> Result<()>;
+    /// The partial state, `None` when nothing was added.
+    fn state(&self) -> Result<Option<String>>;
+    /// The result, `None` when there is none.
+    fn result(&self) -> Option<String>;
+    /// Heap bytes held.
+    fn bytes(&self) -> usize;
+}
+
+/// Every group's state of one aggregate.
+#[derive(Debug)]
+struct Groups<S> {
+    fresh: fn() -> S,
+    states: Vec<S>,
+    /// Sum of `bytes()` of `states`, kept up to date (DataFusion asks for it
+    /// after every batch).
+    bytes: usize,
+}
+
+impl<S: GroupState> Groups<S> {
+    fn grow(&mut self, total_num_groups: usize) {
+        let fresh = self.fresh;
+        if self.states.len() < total_num_groups {
+            self.states.resize_with(total_num_groups, fresh);
+        }
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<S> {
+        let taken = emit_to.take_needed(&mut self.states);
+        self.bytes -= taken.iter().map(GroupState::bytes).sum::<usize>();
+        taken
+    }
+}
+
+fn strings(values: impl Iterator<Item = Option<String>>, n: usize) -> ArrayRef {
+    let mut out = StringBuilder::with_capacity(n, n * 8);
+    for v in values {
+        out.append_option(v);
+    }
+    Arc::new(out.finish())
+}
+
+impl<S: GroupState> GroupsAccumulator for Groups<S> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&arrow::array::BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        let ts = micros(values)?;
+        let input = inputs(values, &ts)?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            if opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+                continue;
+            }
+            if let Some(text) = input.text.get(i) {
+                let state = &mut self.states[g];
+                let before = state.bytes();
+                state.update(text, input.ts(i));
+                self.bytes = self.bytes + state.bytes() - before;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
         let col = StrCol::new(values[0].as_ref())?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            if let Some(text) = col.get(i) {
+                let state = &mut self.states[g];
+                let before = state.bytes();
+                state.merge(text)?;
+                self.bytes = self.bytes + state.bytes() - before;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let taken = self.take(emit_to);
+        Ok(strings(taken.iter().map(GroupState::result), taken.len()))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let taken = self.take(emit_to);
+        let states = taken
+            .iter()
+            .map(GroupState::state)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(vec![strings(states.into_iter(), taken.len())])
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&arrow::array::BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let ts = micros(values)?;
+        let input = inputs(values, &ts)?;
+        let n = values[0].len();
+        let mut states = Vec::with_capacity(n);
+        for i in 0..n {
+            let kept = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            states.push(match input.text.get(i) {
+                Some(text) if kept => {
+                    let mut one = (self.fresh)();
+                    one.update(text, input.ts(i));
+                    one.state()?
+                }
+                _ => None,
+            });
+        }
+        Ok(vec![strings(states.into_iter(), n)])
+    }
+
+    fn size(&self) -> usize {
+        self.states.capacity() * std::mem::size_of::<S>() + self.bytes
+    }
+}
+
+/// A single group's accumulator over a [`GroupState`] (for aggregates
+/// without GROUP BY and in window frames).
+#[derive(Debug)]
+struct One<S>(S);
+
+impl<S: GroupState> datafusion::logical_expr::Accumulator for One<S> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let ts = micros(values)?;
+        let input = inputs(values, &ts)?;
         for i in 0..values[0].len() {
-            if let Some(v) = col.get(i) {
-                *self.counts.entry(v.to_string()).or_default() += 1;
+            if let Some(text) = input.text.get(i) {
+                self.0.update(text, input.ts(i));
             }
         }
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<datafusion::scalar::ScalarValue> {
-        let best = self
-            .counts
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(v, _)| v.clone());
-        Ok(datafusion::scalar::ScalarValue::Utf8(best))
+        Ok(datafusion::scalar::ScalarValue::Utf8(self.0.result()))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.counts.keys().map(|k| k.len() + 40).sum::<usize>()
+        std::mem::size_of_val(self) + self.0.bytes()
     }
 
     fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
-        let json = serde_json::to_string(&self.counts).map_err(ext)?;
-        Ok(vec![datafusion::scalar::ScalarValue::Utf8(Some(json))])
+        Ok(vec![datafusion::scalar::ScalarValue::Utf8(self.0.state()?)])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let col = StrCol::new(states[0].as_ref())?;
         for i in 0..states[0].len() {
             if let Some(text) = col.get(i) {
-                let part: std::collections::HashMap<String, u64> =
-                    serde_json::from_str(text).map_err(ext)?;
-                for (k, n) in part {
-                    *self.counts.entry(k).or_default() += n;
-                }
+                self.0.merge(text)?;
             }
         }
         Ok(())
     }
 }
 
+fn ext(e: serde_json::Error) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
 #[derive(Debug, Default)]
-struct LatestTraitsAcc {
+struct MostFrequent {
+    counts: std::collections::HashMap<String, u64>,
+    bytes: usize,
+}
+
+impl MostFrequent {
+    fn add(&mut self, value: &str, n: u64) {
+        if let Some(c) = self.counts.get_mut(value) {
+            *c += n;
+        } else {
+            self.counts.insert(value.to_string(), n);
+            self.bytes += value.len() + 40;
+        }
+    }
+}
+
+impl GroupState for MostFrequent {
+    fn update(&mut self, text: &str, _ts: i64) {
+        self.add(text, 1)
+    }
+
+    fn merge(&mut self, state: &str) -> Result<()> {
+        let part: std::collections::HashMap<String, u64> =
+            serde_json::from_str(state).map_err(ext)?;
+        for (k, n) in part {
+            self.add(&k, n);
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> Result<Option<String>> {
+        if self.counts.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.counts).map(Some).map_err(ext)
+    }
+
+    fn result(&self) -> Option<String> {
+        self.counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(v, _)| v.clone())
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[derive(Debug, Default)]
+struct LatestTraits {
     /// key → (timestamp, value as JSON text)
     latest: std::collections::BTreeMap<String, (i64, String)>,
     /// `latest_consents`: booleans only, and on a tie the smaller value
     /// (`false`) wins.
     consents: bool,
+    bytes: usize,
 }
 
-impl LatestTraitsAcc {
+impl LatestTraits {
+    /// Offer `value` for `key`.
     fn offer(&mut self, key: &str, ts: i64, value: String) {
         let consents = self.consents;
         let newer = |cur: &(i64, String)| {
@@ -310,84 +570,322 @@ impl LatestTraitsAcc {
             }
         };
         match self.latest.get_mut(key) {
-            Some(cur) if newer(cur) => *cur = (ts, value),
+            Some(cur) if newer(cur) => {
+                self.bytes = self.bytes + value.len() - cur.1.len();
+                *cur = (ts, value);
+            }
             Some(_) => {}
             None => {
+                self.bytes += key.len() + value.len() + 56;
                 self.latest.insert(key.to_string(), (ts, value));
             }
         }
     }
 }
 
-fn ext(e: serde_json::Error) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::External(Box::new(e))
+impl GroupState for LatestTraits {
+    fn update(&mut self, text: &str, ts: i64) {
+        let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(text) else {
+            return;
+        };
+        for (k, v) in obj {
+            if (self.consents && v.is_boolean()) || (!self.consents && !v.is_null()) {
+                self.offer(&k, ts, v.to_string());
+            }
+        }
+    }
+
+    fn merge(&mut self, state: &str) -> Result<()> {
+        let part: std::collections::BTreeMap<String, (i64, String)> =
+            serde_json::from_str(state).map_err(ext)?;
+        for (k, (t, v)) in part {
+            self.offer(&k, t, v);
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> Result<Option<String>> {
+        if self.latest.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.latest).map(Some).map_err(ext)
+    }
+
+    /// The object of the latest values, keys in order (each value is the
+    /// compact JSON text it was stored as).
+    fn result(&self) -> Option<String> {
+        if self.latest.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(self.bytes);
+        out.push('{');
+        for (i, (k, (_, v))) in self.latest.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+            out.push(':');
+            out.push_str(v);
+        }
+        out.push('}');
+        Some(out)
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
-impl datafusion::logical_expr::Accumulator for LatestTraitsAcc {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let col = StrCol::new(values[0].as_ref())?;
-        let ts = arrow::compute::cast(
-            &values[1],
-            &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-        )?;
-        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        for i in 0..values[0].len() {
-            let Some(text) = col.get(i) else { continue };
-            let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(text) else {
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Schema, TimeUnit};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// Rows (group, json or category, timestamp), spread over `parts`
+    /// partitions of `batch` rows so that both aggregation phases run.
+    fn table(rows: &[(String, Option<String>, i64)], parts: usize, batch: usize) -> MemTable {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, false),
+            Field::new("v", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let mut partitions = vec![Vec::new(); parts];
+        for (n, chunk) in rows.chunks(batch).enumerate() {
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| &r.0))),
+                    Arc::new(chunk.iter().map(|r| r.1.clone()).collect::<StringArray>()),
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(chunk.iter().map(|r| r.2))
+                            .with_timezone("UTC"),
+                    ),
+                ],
+            )
+            .unwrap();
+            partitions[n % parts].push(b);
+        }
+        MemTable::try_new(schema, partitions).unwrap()
+    }
+
+    /// Generated rows: 300 groups; traits objects over a few keys with
+    /// nulls, repeated timestamps (ties) and non-objects; categories.
+    fn rows(traits: bool) -> Vec<(String, Option<String>, i64)> {
+        let mut seed = 7u64;
+        let mut next = move |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        (0..6000)
+            .map(|_| {
+                let g = format!("p{}", next(300));
+                let ts = next(20) as i64;
+                let v = match next(5) {
+                    0 => None,
+                    _ if !traits => Some(["shoes", "bags", "hats"][next(3) as usize].to_string()),
+                    1 => Some("not json".to_string()),
+                    _ => {
+                        let value = |x: u64| match x {
+                            0 => "null".to_string(),
+                            1 => "true".to_string(),
+                            2 => "false".to_string(),
+                            _ => format!("\"v{x}\""),
+                        };
+                        Some(format!(
+                            "{{\"plan\": {}, \"marketing\": {}, \"é\\\"k\": {}}}",
+                            value(next(6)),
+                            value(next(6)),
+                            value(next(6))
+                        ))
+                    }
+                };
+                (g, v, ts)
+            })
+            // Groups without any usable value.
+            .chain((0..5).map(|n| (format!("q{n}"), (n % 2 == 0).then(|| "[1]".into()), 3)))
+            .collect()
+    }
+
+    /// The expected result of `latest_traits`/`latest_consents` per group.
+    fn expected_latest(
+        rows: &[(String, Option<String>, i64)],
+        consents: bool,
+    ) -> BTreeMap<String, Option<String>> {
+        let mut out: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
+        for (g, v, ts) in rows {
+            let entry = out.entry(g.clone()).or_default();
+            let Some(Ok(serde_json::Value::Object(obj))) =
+                v.as_deref().map(serde_json::from_str::<serde_json::Value>)
+            else {
                 continue;
             };
-            let t = if ts.is_valid(i) {
-                ts.value(i)
-            } else {
-                i64::MIN
-            };
             for (k, v) in obj {
-                if (self.consents && v.is_boolean()) || (!self.consents && !v.is_null()) {
-                    self.offer(&k, t, v.to_string());
+                let keep = if consents {
+                    v.is_boolean()
+                } else {
+                    !v.is_null()
+                };
+                if !keep {
+                    continue;
+                }
+                let v = v.to_string();
+                let better = match entry.get(&k) {
+                    None => true,
+                    Some((t, cur)) if consents => ts > t || (ts == t && &v < cur),
+                    Some((t, cur)) => (ts, &v) > (t, cur),
+                };
+                if better {
+                    entry.insert(k, (*ts, v));
                 }
             }
         }
-        Ok(())
+        out.into_iter()
+            .map(|(g, m)| {
+                let obj: serde_json::Map<String, serde_json::Value> = m
+                    .into_iter()
+                    .map(|(k, (_, v))| (k, serde_json::from_str(&v).unwrap()))
+                    .collect();
+                (
+                    g,
+                    (!obj.is_empty()).then(|| serde_json::Value::Object(obj).to_string()),
+                )
+            })
+            .collect()
     }
 
-    fn evaluate(&mut self) -> Result<datafusion::scalar::ScalarValue> {
-        if self.latest.is_empty() {
-            return Ok(datafusion::scalar::ScalarValue::Utf8(None));
-        }
-        let mut obj = serde_json::Map::new();
-        for (k, (_, v)) in &self.latest {
-            obj.insert(k.clone(), serde_json::from_str(v).map_err(ext)?);
-        }
-        Ok(datafusion::scalar::ScalarValue::Utf8(Some(
-            serde_json::Value::Object(obj).to_string(),
-        )))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-            + self
-                .latest
-                .iter()
-                .map(|(k, v)| k.len() + v.1.len() + 56)
-                .sum::<usize>()
-    }
-
-    fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
-        let json = serde_json::to_string(&self.latest).map_err(ext)?;
-        Ok(vec![datafusion::scalar::ScalarValue::Utf8(Some(json))])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let col = StrCol::new(states[0].as_ref())?;
-        for i in 0..states[0].len() {
-            if let Some(text) = col.get(i) {
-                let part: std::collections::BTreeMap<String, (i64, String)> =
-                    serde_json::from_str(text).map_err(ext)?;
-                for (k, (t, v)) in part {
-                    self.offer(&k, t, v);
-                }
+    fn expected_most_frequent(
+        rows: &[(String, Option<String>, i64)],
+    ) -> BTreeMap<String, Option<String>> {
+        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (g, v, _) in rows {
+            let entry = counts.entry(g.clone()).or_default();
+            if let Some(v) = v {
+                *entry.entry(v.clone()).or_default() += 1;
             }
         }
-        Ok(())
+        counts
+            .into_iter()
+            .map(|(g, c)| {
+                let best = c
+                    .into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+                    .map(|(v, _)| v);
+                (g, best)
+            })
+            .collect()
+    }
+
+    /// The sessions the aggregates must agree in: the default plan, one
+    /// partition, and a partial phase that gives up at once (so rows reach
+    /// the final phase through `convert_to_state`).
+    fn sessions() -> Vec<SessionContext> {
+        let skip = SessionConfig::new()
+            .with_target_partitions(4)
+            .set_usize(
+                "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+                1,
+            )
+            .set(
+                "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
+                &datafusion::common::ScalarValue::Float64(Some(0.0)),
+            );
+        [
+            SessionConfig::new().with_target_partitions(4),
+            SessionConfig::new().with_target_partitions(1),
+            skip,
+        ]
+        .into_iter()
+        .map(|c| {
+            let ctx = SessionContext::new_with_config(c.with_batch_size(64));
+            ctx.register_udaf(most_frequent_udaf());
+            ctx.register_udaf(latest_traits_udaf());
+            ctx.register_udaf(latest_consents_udaf());
+            ctx
+        })
+        .collect()
+    }
+
+    async fn grouped(ctx: &SessionContext, sql: &str) -> BTreeMap<String, Option<String>> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut out = BTreeMap::new();
+        for b in batches {
+            let b = arrow::compute::cast(b.column(0), &DataType::Utf8)
+                .and_then(|g| Ok((g, arrow::compute::cast(b.column(1), &DataType::Utf8)?)))
+                .unwrap();
+            let (g, v) = (
+                b.0.as_string::<i32>().clone(),
+                b.1.as_string::<i32>().clone(),
+            );
+            for i in 0..g.len() {
+                out.insert(
+                    g.value(i).to_string(),
+                    v.is_valid(i).then(|| v.value(i).to_string()),
+                );
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn latest_traits_and_consents_agree_across_plans() {
+        let rows = rows(true);
+        for ctx in sessions() {
+            ctx.register_table("t", Arc::new(table(&rows, 3, 50)))
+                .unwrap();
+            let traits = grouped(&ctx, "SELECT g, latest_traits(v, ts) FROM t GROUP BY g").await;
+            assert_eq!(traits, expected_latest(&rows, false));
+            let consents =
+                grouped(&ctx, "SELECT g, latest_consents(v, ts) FROM t GROUP BY g").await;
+            assert_eq!(consents, expected_latest(&rows, true));
+            assert!(consents.values().any(Option::is_some));
+            assert!(consents.values().any(Option::is_none));
+        }
+    }
+
+    #[tokio::test]
+    async fn most_frequent_agrees_across_plans_with_a_filter() {
+        let rows = rows(false);
+        let late: Vec<_> = rows.iter().filter(|r| r.2 >= 10).cloned().collect();
+        for ctx in sessions() {
+            ctx.register_table("t", Arc::new(table(&rows, 3, 50)))
+                .unwrap();
+            let all = grouped(&ctx, "SELECT g, most_frequent(v) FROM t GROUP BY g").await;
+            assert_eq!(all, expected_most_frequent(&rows));
+            let filtered = grouped(
+                &ctx,
+                "SELECT g, most_frequent(v) FILTER (WHERE CAST(ts AS BIGINT) >= 10) FROM t GROUP BY g",
+            )
+            .await;
+            let mut want = expected_most_frequent(&late);
+            for g in all.keys() {
+                want.entry(g.clone()).or_insert(None);
+            }
+            assert_eq!(filtered, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_group_by_one_accumulator_sees_every_row() {
+        let rows: Vec<_> = rows(true)
+            .into_iter()
+            .map(|r| ("all".to_string(), r.1, r.2))
+            .collect();
+        let ctx = &sessions()[0];
+        ctx.register_table("t", Arc::new(table(&rows, 3, 50)))
+            .unwrap();
+        let got = grouped(ctx, "SELECT 'all', latest_traits(v, ts) FROM t").await;
+        assert_eq!(got, expected_latest(&rows, false));
     }
 }
