@@ -173,12 +173,26 @@ impl Engine {
     }
 }
 
+/// The configuration of every Keystone session. Leaf-expression pushdown is
+/// off: it hoists "cheap" field accesses below their node, and the JSON
+/// functions declare themselves such, so `CASE WHEN type = 'identify' THEN
+/// json_get_json(context, 'traits') END` would parse the `context` of every
+/// event instead of the few the CASE selects (a fifth of a profile build).
+pub(crate) fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new();
+    config
+        .options_mut()
+        .optimizer
+        .enable_leaf_expression_pushdown = false;
+    config
+}
+
 /// A session whose default catalog is `catalog`, with Keystone's functions.
 pub(crate) fn build_context(
     runtime: Arc<RuntimeEnv>,
     catalog: Arc<dyn CatalogProvider>,
 ) -> Result<SessionContext> {
-    let config = SessionConfig::new()
+    let config = session_config()
         .with_default_catalog_and_schema(CATALOG, PUBLIC)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
