@@ -299,11 +299,16 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         user_agent: loose_str(context, "userAgent"),
         locale: loose_str(context, "locale"),
         device_id: loose_str(device, "id"),
-        context: context.map(|o| Value::Object(o.clone()).to_string()),
-        properties: properties.map(|o| Value::Object(o.clone()).to_string()),
-        traits: traits.map(|o| Value::Object(o.clone()).to_string()),
-        integrations: integrations.map(|o| Value::Object(o.clone()).to_string()),
+        context: context.map(json_text).transpose()?,
+        properties: properties.map(json_text).transpose()?,
+        traits: traits.map(json_text).transpose()?,
+        integrations: integrations.map(json_text).transpose()?,
     })
+}
+
+/// The compact JSON text of an object (printed in place: no copy of the tree).
+fn json_text(object: &Map<String, Value>) -> Result<String> {
+    serde_json::to_string(object).map_err(|e| Error::InvalidJson(e.to_string()))
 }
 
 /// Parse an ISO-8601 / RFC 3339 timestamp into µs since the epoch. A value
