@@ -368,8 +368,8 @@ pub async fn resolve(
         }
     }
     drop(events);
-    let identities = graph.identities();
-    report.identifiers = identities.len() as u64;
+    let (identity_batches, identifiers) = identity_batches(&mut graph)?;
+    report.identifiers = identifiers as u64;
     report.merges = merges.len() as u64;
     report.cuts = audit.len() as u64;
     report.graph_secs = t.elapsed().as_secs_f64();
@@ -378,8 +378,6 @@ pub async fn resolve(
     // Commit: audit, merges, then identities with the watermark.
     let t = Instant::now();
     progress(Progress::Phase("committing identities"));
-    let identity_batches = identity_batches(&identities)?;
-    drop(identities);
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
     let full = matches!(report.mode, Mode::Full(_));
     let audit_batch = audit_batch(&audit, run_id)?;
@@ -725,38 +723,67 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
 
 const BATCH_ROWS: usize = 64 * 1024;
 
-fn identity_batches(rows: &[IdentityRow]) -> Result<Vec<RecordBatch>> {
-    let schema = identities_schema();
-    let mut out = Vec::new();
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let mut kind = StringBuilder::new();
-        let mut value = StringBuilder::new();
-        let mut profile = StringBuilder::new();
-        let mut first = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        let mut last = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        let mut linked = StringBuilder::new();
-        for r in chunk {
-            kind.append_value(&r.kind);
-            value.append_value(&r.value);
-            profile.append_value(&r.profile_id);
-            first.append_value(r.first_seen);
-            last.append_value(r.last_seen);
-            linked.append_value(&r.linked_by);
+/// The graph's identities as batches of `identities` (and how many rows).
+fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usize)> {
+    struct Builders {
+        kind: StringBuilder,
+        value: StringBuilder,
+        profile: StringBuilder,
+        first: TimestampMicrosecondBuilder,
+        last: TimestampMicrosecondBuilder,
+        linked: StringBuilder,
+        rows: usize,
+    }
+    impl Builders {
+        fn new() -> Self {
+            Self {
+                kind: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8),
+                value: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24),
+                profile: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
+                first: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+                last: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+                linked: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
+                rows: 0,
+            }
         }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(kind.finish()),
-            Arc::new(value.finish()),
-            Arc::new(profile.finish()),
-            Arc::new(first.finish()),
-            Arc::new(last.finish()),
-            Arc::new(linked.finish()),
-        ];
-        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        fn finish(&mut self) -> Result<RecordBatch> {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(self.kind.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(self.profile.finish()),
+                Arc::new(self.first.finish()),
+                Arc::new(self.last.finish()),
+                Arc::new(self.linked.finish()),
+            ];
+            self.rows = 0;
+            Ok(RecordBatch::try_new(identities_schema(), columns)?)
+        }
     }
-    if out.is_empty() {
-        out.push(RecordBatch::new_empty(schema));
+    let mut out = Vec::new();
+    let mut b = Builders::new();
+    let mut failed = None;
+    let count = graph.for_each_identity(|r| {
+        b.kind.append_value(r.kind);
+        b.value.append_value(r.value);
+        b.profile.append_value(r.profile_id);
+        b.first.append_value(r.first_seen);
+        b.last.append_value(r.last_seen);
+        b.linked.append_value(r.linked_by);
+        b.rows += 1;
+        if b.rows == BATCH_ROWS {
+            match b.finish() {
+                Ok(batch) => out.push(batch),
+                Err(e) => failed = Some(e),
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok(out)
+    if b.rows > 0 || out.is_empty() {
+        out.push(b.finish()?);
+    }
+    Ok((out, count))
 }
 
 fn audit_batch(rows: &[AuditRow], run_id: i64) -> Result<RecordBatch> {

@@ -104,6 +104,17 @@ pub struct IdentityRow {
     pub linked_by: String,
 }
 
+/// A row of `identities` borrowed from the graph ([`IdentityGraph::for_each_identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityRef<'a> {
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub profile_id: &'a str,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub linked_by: &'a str,
+}
+
 const NO_PROFILE: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
@@ -519,32 +530,65 @@ impl IdentityGraph {
 
     /// Every linked identifier as a row of `identities`, sorted by type then value.
     pub fn identities(&mut self) -> Vec<IdentityRow> {
+        let mut rows = Vec::new();
+        self.for_each_identity(|r| {
+            rows.push(IdentityRow {
+                kind: r.kind.to_string(),
+                value: r.value.to_string(),
+                profile_id: r.profile_id.to_string(),
+                first_seen: r.first_seen,
+                last_seen: r.last_seen,
+                linked_by: r.linked_by.to_string(),
+            })
+        });
+        rows
+    }
+
+    /// Call `f` with every linked identifier, sorted by type then value, as
+    /// borrowed row of `identities` (no copy of the strings; what a writer
+    /// of millions of rows wants). Returns how many there were.
+    pub fn for_each_identity(&mut self, mut f: impl FnMut(IdentityRef<'_>)) -> usize {
+        // Every slot points at its root after this (full path compression).
+        for s in 0..self.parent.len() as u32 {
+            self.find(s);
+        }
+        let mut by_name: Vec<u16> = (0..self.kinds.len() as u16).collect();
+        by_name.sort_unstable_by(|&a, &b| {
+            self.kinds[a as usize]
+                .name
+                .cmp(&self.kinds[b as usize].name)
+        });
+        let mut rank = vec![0u16; self.kinds.len()];
+        for (r, &k) in by_name.iter().enumerate() {
+            rank[k as usize] = r as u16;
+        }
         let mut order: Vec<u32> = (0..self.idents.len() as u32)
             .filter(|&i| self.idents[i as usize].slot != NO_PROFILE)
             .collect();
         order.sort_unstable_by(|&a, &b| {
             let (ia, ib) = (&self.idents[a as usize], &self.idents[b as usize]);
-            self.kinds[ia.kind as usize]
-                .name
-                .cmp(&self.kinds[ib.kind as usize].name)
+            rank[ia.kind as usize]
+                .cmp(&rank[ib.kind as usize])
                 .then_with(|| ia.value.cmp(&ib.value))
         });
-        order
-            .into_iter()
-            .map(|i| {
-                let slot = self.idents[i as usize].slot;
-                let root = self.find(slot);
-                let id = &self.idents[i as usize];
-                IdentityRow {
-                    kind: self.kinds[id.kind as usize].name.clone(),
-                    value: id.value.to_string(),
-                    profile_id: self.profiles[root as usize].id.to_string(),
-                    first_seen: id.first_seen,
-                    last_seen: id.last_seen,
-                    linked_by: id.linked_by.to_string(),
-                }
-            })
-            .collect()
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        for &i in &order {
+            let id = &self.idents[i as usize];
+            let root = self.parent[id.slot as usize];
+            let profile_id = self.profiles[root as usize]
+                .id
+                .hyphenated()
+                .encode_lower(&mut buf);
+            f(IdentityRef {
+                kind: &self.kinds[id.kind as usize].name,
+                value: &id.value,
+                profile_id,
+                first_seen: id.first_seen,
+                last_seen: id.last_seen,
+                linked_by: &id.linked_by,
+            });
+        }
+        order.len()
     }
 
     /// Number of live profiles (not merged into another).
