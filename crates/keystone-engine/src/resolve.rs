@@ -45,7 +45,9 @@ use futures::StreamExt;
 use keystone_core::schema::{
     EVENT_DATE, events_schema, identities_schema, identity_audit_schema, profile_merges_schema,
 };
-use keystone_identity::{CutRule, Identifier, IdentityGraph, IdentityRow, Rules, extract_with};
+use keystone_identity::{
+    CutRule, GraphRestore, Identifier, IdentityGraph, IdentityRef, Rules, extract_with,
+};
 use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
 use keystone_lake::{EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PROFILES};
 use serde::{Deserialize, Serialize};
@@ -618,44 +620,6 @@ fn truncate(mut value: String) -> String {
 
 /// Rebuild the graph saved by earlier runs.
 async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Result<IdentityGraph> {
-    let mut rows = Vec::new();
-    if let Some(table) = lake.load(&IDENTITIES).await? {
-        let df = ctx.read_table(table.table_provider().await?)?;
-        for batch in df.collect().await? {
-            let c = |n: &str| -> Result<StrCol<'_>> {
-                Ok(StrCol::new(
-                    batch
-                        .column_by_name(n)
-                        .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?
-                        .as_ref(),
-                )?)
-            };
-            let (kind, value, profile, linked) = (
-                c("identifier_type")?,
-                c("identifier")?,
-                c("profile_id")?,
-                c("linked_by")?,
-            );
-            let ts = |n: &str| -> Result<Vec<i64>> {
-                let a = batch
-                    .column_by_name(n)
-                    .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?;
-                let a = a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                Ok((0..a.len()).map(|i| a.value(i)).collect())
-            };
-            let (first, last) = (ts("first_seen")?, ts("last_seen")?);
-            for i in 0..batch.num_rows() {
-                rows.push(IdentityRow {
-                    kind: kind.get(i).unwrap_or_default().to_string(),
-                    value: value.get(i).unwrap_or_default().to_string(),
-                    profile_id: profile.get(i).unwrap_or_default().to_string(),
-                    first_seen: first[i],
-                    last_seen: last[i],
-                    linked_by: linked.get(i).unwrap_or_default().to_string(),
-                });
-            }
-        }
-    }
     // Merges absorbed per live profile: follow each chain to its end.
     let mut into: HashMap<String, String> = HashMap::new();
     if let Some(table) = lake.load(&PROFILE_MERGES).await? {
@@ -682,6 +646,46 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
             }
         }
         *merges.entry(at.clone()).or_default() += 1;
+    }
+    let mut restore =
+        GraphRestore::new(rules.clone(), |p: &str| merges.get(p).copied().unwrap_or(0));
+    if let Some(table) = lake.load(&IDENTITIES).await? {
+        let df = ctx.read_table(table.table_provider().await?)?;
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let c = |n: &str| -> Result<StrCol<'_>> {
+                Ok(StrCol::new(
+                    batch
+                        .column_by_name(n)
+                        .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?
+                        .as_ref(),
+                )?)
+            };
+            let (kind, value, profile, linked) = (
+                c("identifier_type")?,
+                c("identifier")?,
+                c("profile_id")?,
+                c("linked_by")?,
+            );
+            let ts = |n: &str| -> Result<&arrow::array::TimestampMicrosecondArray> {
+                Ok(batch
+                    .column_by_name(n)
+                    .ok_or_else(|| Error::Resolve(format!("identities has no column {n}")))?
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>())
+            };
+            let (first, last) = (ts("first_seen")?, ts("last_seen")?);
+            for i in 0..batch.num_rows() {
+                restore.add(IdentityRef {
+                    kind: kind.get(i).unwrap_or_default(),
+                    value: value.get(i).unwrap_or_default(),
+                    profile_id: profile.get(i).unwrap_or_default(),
+                    first_seen: first.value(i),
+                    last_seen: last.value(i),
+                    linked_by: linked.get(i).unwrap_or_default(),
+                });
+            }
+        }
     }
     // Identifiers a limit or cap cut: seen, though in no profile.
     let mut unlinked = Vec::new();
@@ -713,12 +717,7 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
             }
         }
     }
-    Ok(IdentityGraph::restore(
-        rules.clone(),
-        rows,
-        |p| merges.get(p).copied().unwrap_or(0),
-        unlinked,
-    ))
+    Ok(restore.finish(unlinked))
 }
 
 const BATCH_ROWS: usize = 64 * 1024;

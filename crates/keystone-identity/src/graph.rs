@@ -601,20 +601,58 @@ impl IdentityGraph {
     /// Rebuild a graph saved by a previous run: its `identities` rows, the
     /// number of merges each live profile absorbed, and the identifiers that
     /// earlier events carried but no profile holds (cut by a limit or cap).
+    /// [`GraphRestore`] does the same from borrowed rows.
     pub fn restore(
         rules: Rules,
         identities: impl IntoIterator<Item = IdentityRow>,
         merges: impl Fn(&str) -> u32,
         unlinked: impl IntoIterator<Item = Identifier>,
     ) -> Self {
-        let mut g = Self::new(rules);
-        let mut slots: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        let mut restore = GraphRestore::new(rules, merges);
         for row in identities {
-            let kind = g.kind_index(&row.kind);
-            let i = g.intern(kind, &row.value);
-            let slot = *slots.entry(row.profile_id.clone()).or_insert_with(|| {
+            restore.add(IdentityRef {
+                kind: &row.kind,
+                value: &row.value,
+                profile_id: &row.profile_id,
+                first_seen: row.first_seen,
+                last_seen: row.last_seen,
+                linked_by: &row.linked_by,
+            });
+        }
+        restore.finish(unlinked)
+    }
+}
+
+/// A graph being rebuilt from the rows of `identities`, one borrowed row at
+/// a time (no owned copy of a table of millions of rows).
+#[derive(Debug)]
+pub struct GraphRestore<M> {
+    graph: IdentityGraph,
+    /// Profile id → slot.
+    slots: hashbrown::HashMap<Box<str>, u32>,
+    merges: M,
+}
+
+impl<M: Fn(&str) -> u32> GraphRestore<M> {
+    /// `merges` gives the number of merges a live profile absorbed.
+    pub fn new(rules: Rules, merges: M) -> Self {
+        Self {
+            graph: IdentityGraph::new(rules),
+            slots: hashbrown::HashMap::new(),
+            merges,
+        }
+    }
+
+    /// Add one row of `identities`.
+    pub fn add(&mut self, row: IdentityRef<'_>) {
+        let g = &mut self.graph;
+        let kind = g.kind_index(row.kind);
+        let i = g.intern(kind, row.value);
+        let slot = match self.slots.get(row.profile_id) {
+            Some(&slot) => slot,
+            None => {
                 let slot = g.profiles.len() as u32;
-                let id = uuid::Uuid::parse_str(&row.profile_id).unwrap_or_else(|_| {
+                let id = uuid::Uuid::parse_str(row.profile_id).unwrap_or_else(|_| {
                     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, row.profile_id.as_bytes())
                 });
                 g.profiles.push(Profile {
@@ -622,30 +660,37 @@ impl IdentityGraph {
                     created: (i64::MAX, "".into()),
                     counts: Vec::new(),
                     identifiers: 0,
-                    merges: merges(&row.profile_id),
+                    merges: (self.merges)(row.profile_id),
                 });
                 g.parent.push(slot);
+                self.slots.insert(row.profile_id.into(), slot);
                 slot
-            });
-            g.high_water = g.high_water.max(row.last_seen);
-            let p = &mut g.profiles[slot as usize];
-            // The profile's creating event is the first that linked any of its identifiers.
-            let key = (row.first_seen, row.linked_by.as_str());
-            if key < (p.created.0, &*p.created.1) {
-                p.created = (row.first_seen, row.linked_by.as_str().into());
             }
-            match p.counts.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => p.counts.push((kind, 1)),
-            }
-            p.identifiers += 1;
-            let id = &mut g.idents[i as usize];
-            id.slot = slot;
-            id.first_seen = row.first_seen;
-            id.last_seen = row.last_seen;
-            id.linked_by = row.linked_by.into();
-            id.restored = true;
+        };
+        g.high_water = g.high_water.max(row.last_seen);
+        let p = &mut g.profiles[slot as usize];
+        // The profile's creating event is the first that linked any of its identifiers.
+        let key = (row.first_seen, row.linked_by);
+        if key < (p.created.0, &*p.created.1) {
+            p.created = (row.first_seen, row.linked_by.into());
         }
+        match p.counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => p.counts.push((kind, 1)),
+        }
+        p.identifiers += 1;
+        let id = &mut g.idents[i as usize];
+        id.slot = slot;
+        id.first_seen = row.first_seen;
+        id.last_seen = row.last_seen;
+        id.linked_by = row.linked_by.into();
+        id.restored = true;
+    }
+
+    /// The graph, with the identifiers that earlier events carried but no
+    /// profile holds.
+    pub fn finish(self, unlinked: impl IntoIterator<Item = Identifier>) -> IdentityGraph {
+        let mut g = self.graph;
         for id in unlinked {
             let kind = g.kind_index(&id.kind);
             let i = g.intern(kind, &id.value);

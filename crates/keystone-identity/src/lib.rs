@@ -29,7 +29,7 @@ pub mod rules;
 
 pub use extract::{EventIds, Identifier, extract_identifiers, extract_with};
 pub use graph::{
-    Cut, CutRule, IdentityGraph, IdentityRef, IdentityRow, Merge, Observation, Resolution,
-    resolve_in_order,
+    Cut, CutRule, GraphRestore, IdentityGraph, IdentityRef, IdentityRow, Merge, Observation,
+    Resolution, resolve_in_order,
 };
 pub use rules::Rules;
