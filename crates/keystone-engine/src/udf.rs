@@ -171,7 +171,8 @@ impl ScalarUDFImpl for IdentityKey {
 }
 
 /// Keystone's aggregates. Each returns a string and carries its partial state
-/// between aggregation phases as one JSON text. Besides the one-group
+/// between aggregation phases as one binary value (length-prefixed strings
+/// and integers: no escaping nor parsing of JSON between the phases). Besides the one-group
 /// [`Accumulator`](datafusion::logical_expr::Accumulator) they have a
 /// [`GroupsAccumulator`] that keeps the state of every group in a `Vec` and
 /// skips rows without input in one branch: a profile build aggregates
@@ -278,7 +279,7 @@ impl datafusion::logical_expr::AggregateUDFImpl for KeystoneAggregate {
         &self,
         _args: datafusion::logical_expr::function::StateFieldsArgs,
     ) -> Result<Vec<arrow::datatypes::FieldRef>> {
-        Ok(vec![Arc::new(Field::new("state", DataType::Utf8, true))])
+        Ok(vec![Arc::new(Field::new("state", DataType::Binary, true))])
     }
 }
 
@@ -325,10 +326,10 @@ impl Inputs<'_> {
 trait GroupState: Send + Sync + std::fmt::Debug + 'static {
     /// Add a row's (non-null) text and timestamp.
     fn update(&mut self, text: &str, ts: i64);
-    /// Merge a partial state (the text of [`GroupState::state`]).
-    fn merge(&mut self, state: &str) -> Result<()>;
+    /// Merge a partial state (the bytes of [`GroupState::state`]).
+    fn merge(&mut self, state: &[u8]) -> Result<()>;
     /// The partial state, `None` when nothing was added.
-    fn state(&self) -> Result<Option<String>>;
+    fn state(&self) -> Option<Vec<u8>>;
     /// The result, `None` when there is none.
     fn result(&self) -> Option<String>;
     /// Heap bytes held.
@@ -400,12 +401,12 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
         total_num_groups: usize,
     ) -> Result<()> {
         self.grow(total_num_groups);
-        let col = StrCol::new(values[0].as_ref())?;
+        let col = values[0].as_binary::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
-            if let Some(text) = col.get(i) {
+            if col.is_valid(i) {
                 let state = &mut self.states[g];
                 let before = state.bytes();
-                state.merge(text)?;
+                state.merge(col.value(i))?;
                 self.bytes = self.bytes + state.bytes() - before;
             }
         }
@@ -419,11 +420,10 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = self.take(emit_to);
-        let states = taken
-            .iter()
-            .map(GroupState::state)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(vec![strings(states.into_iter(), taken.len())])
+        Ok(vec![binaries(
+            taken.iter().map(GroupState::state),
+            taken.len(),
+        )])
     }
 
     fn convert_to_state(
@@ -441,12 +441,12 @@ impl<S: GroupState> GroupsAccumulator for Groups<S> {
                 Some(text) if kept => {
                     let mut one = (self.fresh)();
                     one.update(text, input.ts(i));
-                    one.state()?
+                    one.state()
                 }
                 _ => None,
             });
         }
-        Ok(vec![strings(states.into_iter(), n)])
+        Ok(vec![binaries(states.into_iter(), n)])
     }
 
     fn size(&self) -> usize {
@@ -480,22 +480,77 @@ impl<S: GroupState> datafusion::logical_expr::Accumulator for One<S> {
     }
 
     fn state(&mut self) -> Result<Vec<datafusion::scalar::ScalarValue>> {
-        Ok(vec![datafusion::scalar::ScalarValue::Utf8(self.0.state()?)])
+        Ok(vec![datafusion::scalar::ScalarValue::Binary(
+            self.0.state(),
+        )])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let col = StrCol::new(states[0].as_ref())?;
-        for i in 0..states[0].len() {
-            if let Some(text) = col.get(i) {
-                self.0.merge(text)?;
+        let col = states[0].as_binary::<i32>();
+        for i in 0..col.len() {
+            if col.is_valid(i) {
+                self.0.merge(col.value(i))?;
             }
         }
         Ok(())
     }
 }
 
-fn ext(e: serde_json::Error) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::External(Box::new(e))
+fn binaries(values: impl Iterator<Item = Option<Vec<u8>>>, n: usize) -> ArrayRef {
+    let mut out = arrow::array::BinaryBuilder::with_capacity(n, n * 8);
+    for v in values {
+        out.append_option(v);
+    }
+    Arc::new(out.finish())
+}
+
+/// Writer of the binary partial states: strings prefixed with their length
+/// (u32, little-endian), integers as 8 little-endian bytes.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Reader of a binary partial state; a malformed state is an error, never a panic.
+struct StateReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> StateReader<'a> {
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return exec_err!(
+                "malformed aggregate state: {} bytes left, {n} needed",
+                self.rest.len()
+            );
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn i64(&mut self) -> Result<i64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_le_bytes(a))
+    }
+
+    fn str(&mut self) -> Result<&'a str> {
+        let b = self.take(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        let bytes = self.take(u32::from_le_bytes(a) as usize)?;
+        std::str::from_utf8(bytes).or_else(|e| exec_err!("malformed aggregate state: {e}"))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -520,20 +575,26 @@ impl GroupState for MostFrequent {
         self.add(text, 1)
     }
 
-    fn merge(&mut self, state: &str) -> Result<()> {
-        let part: std::collections::HashMap<String, u64> =
-            serde_json::from_str(state).map_err(ext)?;
-        for (k, n) in part {
-            self.add(&k, n);
+    fn merge(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = StateReader { rest: state };
+        while !r.is_empty() {
+            let value = r.str()?;
+            let n = r.i64()?;
+            self.add(value, n as u64);
         }
         Ok(())
     }
 
-    fn state(&self) -> Result<Option<String>> {
+    fn state(&self) -> Option<Vec<u8>> {
         if self.counts.is_empty() {
-            return Ok(None);
+            return None;
         }
-        serde_json::to_string(&self.counts).map(Some).map_err(ext)
+        let mut out = Vec::with_capacity(self.bytes);
+        for (value, &n) in &self.counts {
+            put_str(&mut out, value);
+            put_i64(&mut out, n as i64);
+        }
+        Some(out)
     }
 
     fn result(&self) -> Option<String> {
@@ -595,20 +656,28 @@ impl GroupState for LatestTraits {
         }
     }
 
-    fn merge(&mut self, state: &str) -> Result<()> {
-        let part: std::collections::BTreeMap<String, (i64, String)> =
-            serde_json::from_str(state).map_err(ext)?;
-        for (k, (t, v)) in part {
-            self.offer(&k, t, v);
+    fn merge(&mut self, state: &[u8]) -> Result<()> {
+        let mut r = StateReader { rest: state };
+        while !r.is_empty() {
+            let key = r.str()?;
+            let ts = r.i64()?;
+            let value = r.str()?;
+            self.offer(key, ts, value.to_string());
         }
         Ok(())
     }
 
-    fn state(&self) -> Result<Option<String>> {
+    fn state(&self) -> Option<Vec<u8>> {
         if self.latest.is_empty() {
-            return Ok(None);
+            return None;
         }
-        serde_json::to_string(&self.latest).map(Some).map_err(ext)
+        let mut out = Vec::with_capacity(self.bytes);
+        for (key, (ts, value)) in &self.latest {
+            put_str(&mut out, key);
+            put_i64(&mut out, *ts);
+            put_str(&mut out, value);
+        }
+        Some(out)
     }
 
     /// The object of the latest values, keys in order (each value is the
@@ -874,6 +943,29 @@ mod tests {
             }
             assert_eq!(filtered, want);
         }
+    }
+
+    #[test]
+    fn a_state_round_trips_and_a_malformed_one_is_an_error() {
+        let mut traits = fresh_traits();
+        traits.update(r#"{"plan": "pro", "n": 2, "gone": null}"#, 5);
+        let state = traits.state().expect("a state");
+        let mut merged = fresh_traits();
+        merged.merge(&state).unwrap();
+        assert_eq!(merged.result().as_deref(), Some(r#"{"n":2,"plan":"pro"}"#));
+        assert!(merged.merge(&state[..state.len() - 1]).is_err());
+        assert!(merged.merge(&[9, 0, 0, 0, b'a']).is_err());
+        assert!(merged.merge(&[1, 0, 0, 0, 0xff]).is_err());
+        let mut counts = MostFrequent::default();
+        counts.update("shoes", 0);
+        counts.update("shoes", 0);
+        counts.update("bags", 0);
+        let mut merged = MostFrequent::default();
+        merged.merge(&counts.state().expect("a state")).unwrap();
+        merged.update("bags", 0);
+        merged.update("bags", 0);
+        assert_eq!(merged.result().as_deref(), Some("bags"));
+        assert_eq!(fresh_traits().state(), None);
     }
 
     #[tokio::test]
