@@ -731,21 +731,23 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
         first: TimestampMicrosecondBuilder,
         last: TimestampMicrosecondBuilder,
         linked: StringBuilder,
-        rows: usize,
     }
     impl Builders {
         fn new() -> Self {
+            let ts = || TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC");
             Self {
                 kind: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8),
                 value: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24),
                 profile: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
-                first: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
-                last: TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"),
+                first: ts(),
+                last: ts(),
                 linked: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
-                rows: 0,
             }
         }
-        fn finish(&mut self) -> Result<RecordBatch> {
+        fn rows(&self) -> usize {
+            arrow::array::ArrayBuilder::len(&self.kind)
+        }
+        fn finish(&mut self, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(self.kind.finish()),
                 Arc::new(self.value.finish()),
@@ -754,10 +756,10 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
                 Arc::new(self.last.finish()),
                 Arc::new(self.linked.finish()),
             ];
-            self.rows = 0;
-            Ok(RecordBatch::try_new(identities_schema(), columns)?)
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
         }
     }
+    let schema = identities_schema();
     let mut out = Vec::new();
     let mut b = Builders::new();
     let mut failed = None;
@@ -768,9 +770,8 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
         b.first.append_value(r.first_seen);
         b.last.append_value(r.last_seen);
         b.linked.append_value(r.linked_by);
-        b.rows += 1;
-        if b.rows == BATCH_ROWS {
-            match b.finish() {
+        if b.rows() == BATCH_ROWS {
+            match b.finish(&schema) {
                 Ok(batch) => out.push(batch),
                 Err(e) => failed = Some(e),
             }
@@ -779,8 +780,8 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
     if let Some(e) = failed {
         return Err(e);
     }
-    if b.rows > 0 || out.is_empty() {
-        out.push(b.finish()?);
+    if b.rows() > 0 || out.is_empty() {
+        out.push(b.finish(&schema)?);
     }
     Ok((out, count))
 }

@@ -620,25 +620,26 @@ struct LatestTraits {
 }
 
 impl LatestTraits {
-    /// Offer `value` for `key`.
-    fn offer(&mut self, key: &str, ts: i64, value: String) {
+    /// Offer `value` for `key` (copied only when it is kept).
+    fn offer(&mut self, key: &str, ts: i64, value: std::borrow::Cow<'_, str>) {
         let consents = self.consents;
         let newer = |cur: &(i64, String)| {
             if consents {
-                ts > cur.0 || (ts == cur.0 && value < cur.1)
+                ts > cur.0 || (ts == cur.0 && *value < *cur.1)
             } else {
-                (ts, &value) > (cur.0, &cur.1)
+                (ts, &*value) > (cur.0, cur.1.as_str())
             }
         };
         match self.latest.get_mut(key) {
             Some(cur) if newer(cur) => {
                 self.bytes = self.bytes + value.len() - cur.1.len();
-                *cur = (ts, value);
+                *cur = (ts, value.into_owned());
             }
             Some(_) => {}
             None => {
                 self.bytes += key.len() + value.len() + 56;
-                self.latest.insert(key.to_string(), (ts, value));
+                self.latest
+                    .insert(key.to_string(), (ts, value.into_owned()));
             }
         }
     }
@@ -651,7 +652,7 @@ impl GroupState for LatestTraits {
         };
         for (k, v) in obj {
             if (self.consents && v.is_boolean()) || (!self.consents && !v.is_null()) {
-                self.offer(&k, ts, v.to_string());
+                self.offer(&k, ts, v.to_string().into());
             }
         }
     }
@@ -662,7 +663,7 @@ impl GroupState for LatestTraits {
             let key = r.str()?;
             let ts = r.i64()?;
             let value = r.str()?;
-            self.offer(key, ts, value.to_string());
+            self.offer(key, ts, value.into());
         }
         Ok(())
     }
