@@ -85,8 +85,9 @@ impl Engine {
         &self.lake
     }
 
-    /// A new session over the same catalog (and the same object stores), with
-    /// its own memory pool: what a server gives each query of each caller.
+    /// A new session over the same catalog, object stores, caches and spill
+    /// directory, with its own memory pool: what a server gives each query of
+    /// each caller.
     pub fn session(&self, opts: &SessionOptions) -> Result<SessionContext> {
         let shared = self.ctx.runtime_env();
         let mut builder = RuntimeEnvBuilder::new()
@@ -99,7 +100,13 @@ impl Engine {
         } else {
             self.catalog.clone()
         };
-        build_context(builder.build_arc()?, catalog)
+        // Only the memory pool is the query's own: the caches (Parquet
+        // footers, listings) and spill files are the server's, so a query
+        // does not re-read and re-decode the footers the previous one read.
+        let mut runtime = builder.build()?;
+        runtime.cache_manager = shared.cache_manager.clone();
+        runtime.disk_manager = shared.disk_manager.clone();
+        build_context(Arc::new(runtime), catalog)
     }
 
     /// Re-read the segment definitions (another process may have changed them).
