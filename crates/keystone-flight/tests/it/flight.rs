@@ -503,16 +503,19 @@ async fn metadata_lists_the_catalog_by_role() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
+    // Memory: the build side of a hash join cannot spill, so 3 M rows of it
+    // (≈ 24 MB) fail at once under a 1 MiB limit. The deadline is far, so
+    // however slow the machine the failure is the memory one.
     let config = FlightConfig {
         query_memory_limit_bytes: 1 << 20,
-        query_timeout_secs: 2,
+        query_timeout_secs: 120,
         ..FlightConfig::default()
     };
     let server = Server::start(config).await;
     let mut client = server.client(&server.keys.analyst).await;
     let info = client
         .execute(
-            "SELECT v % 1000 AS k, array_agg(v) AS vs FROM generate_series(1, 3000000) t(v) GROUP BY k".into(),
+            "SELECT count(*) FROM generate_series(1, 3000000) a(v) JOIN generate_series(1, 3000000) b(w) ON v = w".into(),
             None,
         )
         .await
@@ -528,7 +531,15 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     let (c, m) = code(err);
     assert_eq!(c, Code::ResourceExhausted, "{m}");
     assert!(m.contains("query_memory_limit_bytes"), "{m}");
+    wait_idle(&server.active).await;
 
+    // Time: a count over 10^11 generated rows needs no memory and never ends.
+    let config = FlightConfig {
+        query_timeout_secs: 2,
+        ..FlightConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut client = server.client(&server.keys.analyst).await;
     let info = client
         .execute(
             "SELECT count(*) FROM generate_series(1, 100000000000) t(v) WHERE v % 7 = 3".into(),
@@ -782,4 +793,60 @@ async fn close_session_closes_only_that_sessions_statements() {
             .expect_err("unknown action"),
     );
     assert_eq!(c, Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_ticket_runs_with_the_rights_of_the_key_that_fetches_it() {
+    let server = Server::start(FlightConfig::default()).await;
+    let sql = "SELECT user_id, email FROM events WHERE type = 'identify' ORDER BY user_id";
+    let mut admin = server.client(&server.keys.admin).await;
+    // GetFlightInfo plans the query for the admin and keeps that plan for
+    // the admin's DoGet; another key fetching the same ticket must not get it.
+    let info = admin.execute(sql.to_string(), None).await.expect(sql);
+    let mut analyst = server.client(&server.keys.analyst).await;
+    let masked = fetch(&mut analyst, &info).await;
+    assert_eq!(
+        strings(&masked, "email"),
+        [
+            Some(sha256_hex("jane@example.org")),
+            Some(sha256_hex("bob@example.org"))
+        ]
+    );
+    let mut activation = server.client(&server.keys.activation).await;
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let denied = match activation.do_get(ticket).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.err(),
+        Err(e) => Some(e),
+    };
+    let (status, message) = code(denied.expect("activation may not read events"));
+    assert_eq!(status, Code::PermissionDenied, "{message}");
+    assert!(message.contains("events"), "{message}");
+
+    // The admin's own fetch (the kept plan), then the same ticket again
+    // (planned anew): the same clear answer both times.
+    let clear = [
+        Some("jane@example.org".to_string()),
+        Some("bob@example.org".to_string()),
+    ];
+    assert_eq!(strings(&fetch(&mut admin, &info).await, "email"), clear);
+    assert_eq!(strings(&fetch(&mut admin, &info).await, "email"), clear);
+
+    // A new GetFlightInfo plans over the lake as it is now.
+    let file = server._dir.path().join("more.ndjson");
+    std::fs::write(
+        &file,
+        r#"{"type":"identify","messageId":"m6","userId":"u3","timestamp":"2026-11-06T10:00:00Z","traits":{"email":"cy@example.org"}}
+"#,
+    )
+    .expect("write");
+    ingest_files(
+        &server.lake,
+        &[file],
+        &IngestOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("ingest");
+    let (_, now) = query(&mut admin, sql).await;
+    assert_eq!(strings(&now, "email").len(), 3);
 }
