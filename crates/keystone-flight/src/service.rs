@@ -1,7 +1,7 @@
 //! The Flight SQL service: authentication, metadata, queries, prepared
 //! statements and bulk ingest over Keystone's engine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,12 @@ type DoGetStream = <KeystoneFlight as FlightService>::DoGetStream;
 /// change from other processes: `keystone segment create|drop`).
 const SEGMENTS_MAX_AGE: Duration = Duration::from_secs(2);
 
+/// How long a plan made for GetFlightInfo waits for the DoGet of its ticket,
+/// and how many such plans wait at most (a client that never fetches costs
+/// nothing after that).
+const PLANNED_MAX_AGE: Duration = Duration::from_secs(10);
+const PLANNED_MAX: usize = 64;
+
 /// The action ADBC sends when a connection closes.
 const CLOSE_SESSION: &str = "CloseSession";
 
@@ -67,6 +73,7 @@ pub struct KeystoneFlight {
     auth: Authenticator,
     config: FlightConfig,
     prepared: Mutex<HashMap<String, Prepared>>,
+    planned: Mutex<VecDeque<Planned>>,
     active: Arc<AtomicUsize>,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
@@ -80,6 +87,17 @@ struct Prepared {
     sql: String,
     params: Option<RecordBatch>,
     last_used: Instant,
+}
+
+/// A statement planned for GetFlightInfo, kept for the DoGet that follows it
+/// so the query is not parsed, checked and planned a second time; the DoGet
+/// also runs exactly the plan whose schema the FlightInfo announced.
+struct Planned {
+    key_id: String,
+    sql: String,
+    ctx: SessionContext,
+    plan: LogicalPlan,
+    at: Instant,
 }
 
 /// Counts a running query until its stream is dropped (finished, failed or
@@ -158,6 +176,7 @@ impl KeystoneFlight {
             xdbc: xdbc_info()?,
             config,
             prepared: Mutex::new(HashMap::new()),
+            planned: Mutex::new(VecDeque::new()),
             active: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -309,7 +328,13 @@ impl KeystoneFlight {
         let deadline = tokio::time::Instant::now() + timeout;
         let guard = QueryGuard::new(&self.active);
         let start = async {
-            let (ctx, plan) = self.plan(principal, sql).await?;
+            let (ctx, plan) = match params {
+                None => match self.take_planned(principal, sql)? {
+                    Some(planned) => planned,
+                    None => self.plan(principal, sql).await?,
+                },
+                Some(_) => self.plan(principal, sql).await?,
+            };
             let plan = Self::bind(plan, params)?;
             let schema = flight_schema(plan.schema().as_arrow());
             let df = ctx
@@ -328,6 +353,45 @@ impl KeystoneFlight {
             .build(batches)
             .map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
+    }
+
+    /// Keep the plan of `sql` made for GetFlightInfo until its DoGet.
+    fn keep_planned(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        ctx: SessionContext,
+        plan: LogicalPlan,
+    ) -> Result<(), Status> {
+        let mut planned = self.planned.lock().map_err(internal)?;
+        planned.retain(|p| p.at.elapsed() < PLANNED_MAX_AGE);
+        while planned.len() >= PLANNED_MAX {
+            planned.pop_front();
+        }
+        planned.push_back(Planned {
+            key_id: principal.key_id.clone(),
+            sql: sql.to_string(),
+            ctx,
+            plan,
+            at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// The plan GetFlightInfo made for `sql` and this key, if it is still
+    /// fresh; each plan is used once.
+    fn take_planned(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<Option<(SessionContext, LogicalPlan)>, Status> {
+        let mut planned = self.planned.lock().map_err(internal)?;
+        let found = planned.iter().position(|p| {
+            p.key_id == principal.key_id && p.sql == sql && p.at.elapsed() < PLANNED_MAX_AGE
+        });
+        Ok(found
+            .and_then(|i| planned.remove(i))
+            .map(|p| (p.ctx, p.plan)))
     }
 
     fn remember(&self, principal: &Principal, sql: String) -> Result<String, Status> {
@@ -540,8 +604,9 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request).await?;
-        let (_, plan) = self.plan(&principal, &query.query).await?;
+        let (ctx, plan) = self.plan(&principal, &query.query).await?;
         let schema = flight_schema(plan.schema().as_arrow());
+        self.keep_planned(&principal, &query.query, ctx, plan)?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
