@@ -180,18 +180,24 @@ impl Engine {
     }
 }
 
-/// The configuration of every Keystone session. Leaf-expression pushdown is
-/// off: it hoists "cheap" field accesses below their node, and the JSON
-/// functions declare themselves such, so `CASE WHEN type = 'identify' THEN
-/// json_get_json(context, 'traits') END` would parse the `context` of every
-/// event instead of the few the CASE selects (a fifth of a profile build).
-pub(crate) fn session_config() -> SessionConfig {
-    let mut config = SessionConfig::new();
-    config
-        .options_mut()
-        .optimizer
-        .enable_leaf_expression_pushdown = false;
-    config
+/// The configuration of every Keystone session: DataFusion's defaults, then
+/// any `DATAFUSION_*` environment variable (DataFusion's own names, e.g.
+/// `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`), so an operator can tune the
+/// engine without a rebuild. Leaf-expression pushdown is off unless such a
+/// variable turns it on: it hoists "cheap" field accesses below their node,
+/// and the JSON functions declare themselves such, so `CASE WHEN type =
+/// 'identify' THEN json_get_json(context, 'traits') END` would parse the
+/// `context` of every event instead of the few the CASE selects (a fifth of
+/// a profile build).
+pub(crate) fn session_config() -> Result<SessionConfig> {
+    let mut config = SessionConfig::from_env()?;
+    if std::env::var_os("DATAFUSION_OPTIMIZER_ENABLE_LEAF_EXPRESSION_PUSHDOWN").is_none() {
+        config
+            .options_mut()
+            .optimizer
+            .enable_leaf_expression_pushdown = false;
+    }
+    Ok(config)
 }
 
 /// A session whose default catalog is `catalog`, with Keystone's functions.
@@ -199,7 +205,7 @@ pub(crate) fn build_context(
     runtime: Arc<RuntimeEnv>,
     catalog: Arc<dyn CatalogProvider>,
 ) -> Result<SessionContext> {
-    let config = session_config()
+    let config = session_config()?
         .with_default_catalog_and_schema(CATALOG, PUBLIC)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);

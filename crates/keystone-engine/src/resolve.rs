@@ -263,7 +263,7 @@ pub async fn resolve(
         }
     }
 
-    let ctx = SessionContext::new_with_config(crate::engine::session_config());
+    let ctx = SessionContext::new_with_config(crate::engine::session_config()?);
     let store_url = events_table.log_store().root_url().as_object_store_url();
     ctx.runtime_env().register_object_store(
         store_url.as_ref(),
