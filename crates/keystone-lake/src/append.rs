@@ -102,7 +102,7 @@ fn is_delete_race(e: &DeltaTableError) -> bool {
     )
 }
 
-fn writer_properties() -> WriterProperties {
+pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))

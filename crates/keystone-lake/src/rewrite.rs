@@ -10,14 +10,16 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
-use crate::append::commit_properties;
+use crate::append::{commit_properties, writer_properties};
 use crate::{Error, Lake, Result, TableSpec};
 
 impl Lake {
     /// Replace the whole content of `spec`'s table by `batches` in one commit
     /// (the schema follows the batches: columns may come and go), with the
     /// application transactions `txns` and `metadata` in its `commitInfo`.
-    /// Returns the new version.
+    /// Returns the new version. Files are cut in row groups of the same size
+    /// as appends, so a scan of even a one-file table (`profiles`) runs on
+    /// every core.
     pub async fn overwrite(
         &self,
         spec: &TableSpec,
@@ -31,6 +33,7 @@ impl Lake {
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
+            .with_writer_properties(writer_properties())
             .with_commit_properties(props)
             .await
             .map_err(|e| Error::delta(spec.name, e))?;
