@@ -1,9 +1,10 @@
 //! The session analysts and tools query.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -188,10 +189,31 @@ impl Engine {
 /// and the JSON functions declare themselves such, so `CASE WHEN type =
 /// 'identify' THEN json_get_json(context, 'traits') END` would parse the
 /// `context` of every event instead of the few the CASE selects (a fifth of
-/// a profile build).
+/// a profile build). The environment is read once per process; a value
+/// that does not parse fails every session with the variable's name.
 pub(crate) fn session_config() -> Result<SessionConfig> {
-    let mut config = SessionConfig::from_env()?;
-    if std::env::var_os("DATAFUSION_OPTIMIZER_ENABLE_LEAF_EXPRESSION_PUSHDOWN").is_none() {
+    static CONFIG: LazyLock<std::result::Result<SessionConfig, String>> =
+        LazyLock::new(config_from_env);
+    CONFIG
+        .clone()
+        .map_err(|e| DataFusionError::Configuration(e).into())
+}
+
+fn config_from_env() -> std::result::Result<SessionConfig, String> {
+    const LEAF_PUSHDOWN: &str = "datafusion.optimizer.enable_leaf_expression_pushdown";
+    let mut config = SessionConfig::new();
+    let mut leaf_pushdown_set = false;
+    for entry in config.options().entries() {
+        let var = entry.key.to_uppercase().replace('.', "_");
+        if let Some(value) = std::env::var_os(&var) {
+            config
+                .options_mut()
+                .set(&entry.key, &value.to_string_lossy())
+                .map_err(|e| format!("environment variable {var}: {e}"))?;
+            leaf_pushdown_set |= entry.key == LEAF_PUSHDOWN;
+        }
+    }
+    if !leaf_pushdown_set {
         config
             .options_mut()
             .optimizer

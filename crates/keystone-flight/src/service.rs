@@ -316,24 +316,22 @@ impl KeystoneFlight {
             .map_err(|e| status_of(&e))
     }
 
-    /// Plan `sql` (with `params`) and stream its results, batch by batch,
-    /// within the query deadline.
+    /// Plan `sql` (with `params`), unless `planned` is its plan already, and
+    /// stream its results, batch by batch, within the query deadline.
     async fn execute(
         &self,
         principal: &Principal,
         sql: &str,
         params: Option<&RecordBatch>,
+        planned: Option<(SessionContext, LogicalPlan)>,
     ) -> Result<Response<DoGetStream>, Status> {
         let timeout = self.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let guard = QueryGuard::new(&self.active);
         let start = async {
-            let (ctx, plan) = match params {
-                None => match self.take_planned(principal, sql)? {
-                    Some(planned) => planned,
-                    None => self.plan(principal, sql).await?,
-                },
-                Some(_) => self.plan(principal, sql).await?,
+            let (ctx, plan) = match planned {
+                Some(planned) => planned,
+                None => self.plan(principal, sql).await?,
             };
             let plan = Self::bind(plan, params)?;
             let schema = flight_schema(plan.schema().as_arrow());
@@ -625,7 +623,8 @@ impl FlightSqlService for KeystoneFlight {
         let principal = self.principal(&request).await?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        self.execute(&principal, &sql, None).await
+        let planned = self.take_planned(&principal, &sql)?;
+        self.execute(&principal, &sql, None, planned).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -648,7 +647,7 @@ impl FlightSqlService for KeystoneFlight {
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request).await?;
         let (sql, params) = self.recall(&principal, &cmd.prepared_statement_handle)?;
-        self.execute(&principal, &sql, params.as_ref()).await
+        self.execute(&principal, &sql, params.as_ref(), None).await
     }
 
     async fn do_action_create_prepared_statement(
