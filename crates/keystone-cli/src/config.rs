@@ -27,6 +27,9 @@
 //! target_file_mb = 128
 //! interval_minutes = 60                # keystone serve runs it (0: never)
 //!
+//! [profiles]
+//! refresh_hours = 24                   # rebuild profiles from every event this often (0: every run)
+//!
 //! [profiles.traits]                    # computed traits: SQL aggregates over events_resolved
 //! orders_90d = "count(*) FILTER (WHERE event = 'Order Completed' AND \"timestamp\" > now() - INTERVAL '90 days')"
 //! ```
@@ -74,12 +77,17 @@ pub struct ProfilesConfig {
     /// Computed traits: column name → SQL aggregate over `events_resolved`.
     #[serde(default = "default_traits")]
     pub traits: BTreeMap<String, String>,
+    /// Between two builds of `profiles` from every event, `resolve` updates
+    /// profiles from new events only; a computed trait with a time window
+    /// (`now()`) is exact as of the last full build. Default 24, 0: always.
+    pub refresh_hours: Option<u64>,
 }
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
         Self {
             traits: default_traits(),
+            refresh_hours: None,
         }
     }
 }
@@ -122,6 +130,8 @@ pub struct Settings {
     pub quiet: bool,
     pub rules: Rules,
     pub traits: Vec<ComputedTrait>,
+    /// Seconds between builds of `profiles` from every event (`None`: default).
+    pub profile_refresh_secs: Option<u64>,
     pub collector: CollectorConfig,
     pub flight: FlightConfig,
     pub retention: RetentionConfig,
@@ -151,6 +161,7 @@ impl Settings {
             batch_rows,
             quiet,
             rules: file.identity,
+            profile_refresh_secs: file.profiles.refresh_hours.map(|h| h.saturating_mul(3600)),
             traits: file
                 .profiles
                 .traits

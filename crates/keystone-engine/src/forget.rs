@@ -211,6 +211,13 @@ impl Engine {
             )
             .await?;
         }
+        if !all_profiles.is_empty() {
+            // The saved aggregate states hold their traits too: the next
+            // resolve rebuilds profiles from the remaining events.
+            self.lake()
+                .delete_state(crate::resolve::PROFILE_STATE)
+                .await?;
+        }
         let values: BTreeSet<&String> = identifiers.iter().map(|(_, v)| v).collect();
         self.delete(
             &IDENTITY_AUDIT,

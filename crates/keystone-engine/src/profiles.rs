@@ -6,10 +6,19 @@
 //! from `identify` calls, the computed traits of the configuration, and RFM
 //! scores.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PhysicalExpr, collect_partitioned};
 use datafusion::prelude::SessionContext;
 use keystone_core::schema::events_schema;
 use serde::{Deserialize, Serialize};
@@ -48,6 +57,11 @@ pub const PROFILE_COLUMNS: &[&str] = &[
 /// SQL of `events_resolved` over tables `events` and `identities` and the
 /// function `identity_key`.
 pub fn events_resolved_sql() -> String {
+    events_resolved_sql_over("events")
+}
+
+/// SQL of `events_resolved` over the events of table `events`.
+pub fn events_resolved_sql_over(events: &str) -> String {
     let cols: Vec<String> = events_schema()
         .fields()
         .iter()
@@ -58,7 +72,7 @@ pub fn events_resolved_sql() -> String {
         .map(|a| format!("\"{a}\""))
         .collect();
     format!(
-        "SELECT {}, i.profile_id FROM (SELECT *, identity_key({}) AS __key FROM events) e \
+        "SELECT {}, i.profile_id FROM (SELECT *, identity_key({}) AS __key FROM {events}) e \
          LEFT JOIN identities i ON i.identifier_type = e.__key['type'] AND i.identifier = e.__key['value']",
         cols.join(", "),
         args.join(", ")
@@ -100,20 +114,35 @@ pub async fn validate_traits(ctx: &SessionContext, traits: &[ComputedTrait]) -> 
     Ok(())
 }
 
-/// Build every profile, in one pass over `events_resolved`. `ctx` must have
-/// `events_resolved`, `identities`, Keystone's functions (`most_frequent`,
-/// `latest_traits`, `latest_consents`) and the JSON functions registered.
-pub async fn build_profiles(
-    ctx: &SessionContext,
-    traits: &[ComputedTrait],
-) -> Result<Vec<RecordBatch>> {
-    validate_traits(ctx, traits).await?;
+/// Where a profile build starts from.
+pub enum ProfileInput {
+    /// Every event: `events_resolved`.
+    All,
+    /// The aggregate states saved by the previous build (one row per profile
+    /// it knew), plus the events of `events_resolved_new` (the files added
+    /// since). `merged` maps each profile absorbed since then to its survivor.
+    Incremental {
+        states: Vec<RecordBatch>,
+        merged: HashMap<String, String>,
+    },
+}
 
+/// A built `profiles` table and the aggregate states it was finalised from.
+pub struct BuiltProfiles {
+    pub profiles: Vec<RecordBatch>,
+    /// One row per profile: `profile_id` and the partial state of every
+    /// aggregate of the build (DataFusion's own state layout).
+    pub states: Vec<RecordBatch>,
+    pub state_schema: SchemaRef,
+}
+
+/// The aggregate part of a profile build over `table`.
+fn base_sql(table: &str, traits: &[ComputedTrait]) -> String {
     let computed: String = traits
         .iter()
         .map(|t| format!(", {} AS \"{}\"", t.sql, t.name))
         .collect();
-    let base = format!(
+    format!(
         "SELECT profile_id, min(\"timestamp\") AS first_seen, max(\"timestamp\") AS last_seen, \
          count(*) AS event_count, \
          count(*) FILTER (WHERE type = 'track' AND event = 'Order Completed') AS order_count, \
@@ -121,10 +150,212 @@ pub async fn build_profiles(
          max(\"timestamp\") FILTER (WHERE type = 'track' AND event = 'Order Completed') AS last_order_at, \
          latest_traits(CASE WHEN type = 'identify' THEN coalesce(traits, json_get_json(context, 'traits')) END, \"timestamp\") AS traits, \
          {consents} AS consents\
-         {computed} FROM events_resolved WHERE profile_id IS NOT NULL GROUP BY profile_id",
+         {computed} FROM {table} WHERE profile_id IS NOT NULL GROUP BY profile_id",
         consents = crate::consent::current_consents_expr()
-    );
-    ctx.register_table("__base", ctx.sql(&base).await?.into_view())?;
+    )
+}
+
+/// The parts of the plan's (first) aggregation over its raw input.
+struct RawAggregate {
+    /// The topmost aggregation node of the plan, replaced by the final phase.
+    top: Arc<dyn ExecutionPlan>,
+    group_by: PhysicalGroupBy,
+    aggr: Vec<Arc<AggregateFunctionExpr>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    input: Arc<dyn ExecutionPlan>,
+    input_schema: SchemaRef,
+}
+
+/// Find the profile aggregation in `plan`: its top node, and the node that
+/// reads the events (`Partial`, or `Single` when the planner fused them).
+fn raw_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<RawAggregate> {
+    let mut at = plan.clone();
+    let top = loop {
+        if at.downcast_ref::<AggregateExec>().is_some() {
+            break at;
+        }
+        let children = at.children();
+        if children.len() != 1 {
+            return Err(Error::Resolve(format!(
+                "profile build: no aggregation under {}",
+                at.name()
+            )));
+        }
+        at = children[0].clone();
+    };
+    let mut raw = top.clone();
+    loop {
+        if let Some(agg) = raw.downcast_ref::<AggregateExec>()
+            && matches!(
+                agg.mode(),
+                AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
+            )
+        {
+            return Ok(RawAggregate {
+                top,
+                group_by: agg.group_expr().clone(),
+                aggr: agg.aggr_expr().to_vec(),
+                filters: agg.filter_expr().to_vec(),
+                input: agg.input().clone(),
+                input_schema: agg.input_schema(),
+            });
+        }
+        let children = raw.children();
+        if children.len() != 1 {
+            return Err(Error::Resolve(format!(
+                "profile build: no partial aggregation under {}",
+                raw.name()
+            )));
+        }
+        raw = children[0].clone();
+    }
+}
+
+/// Give `batch` the layout `schema` (same types in the same order), or say
+/// why it does not have it.
+pub fn with_state_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let found = batch.schema();
+    let same = found.fields().len() == schema.fields().len()
+        && found
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+    if !same {
+        return Err(Error::Resolve(format!(
+            "saved profile states have the layout {found}, the build needs {schema}"
+        )));
+    }
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        batch.columns().to_vec(),
+    )?)
+}
+
+/// `states` with the `profile_id` (first column) of absorbed profiles
+/// replaced by their survivor's.
+fn remap(states: Vec<RecordBatch>, merged: &HashMap<String, String>) -> Result<Vec<RecordBatch>> {
+    if merged.is_empty() {
+        return Ok(states);
+    }
+    states
+        .into_iter()
+        .map(|b| {
+            let ids = crate::udf::StrCol::new(b.column(0).as_ref())?;
+            let mut out =
+                arrow::array::StringBuilder::with_capacity(b.num_rows(), b.num_rows() * 36);
+            for i in 0..b.num_rows() {
+                out.append_option(ids.get(i).map(|p| merged.get(p).map_or(p, |s| s.as_str())));
+            }
+            let column = arrow::compute::cast(&out.finish(), b.schema().field(0).data_type())?;
+            let mut columns = b.columns().to_vec();
+            columns[0] = column;
+            Ok(RecordBatch::try_new(b.schema(), columns)?)
+        })
+        .collect()
+}
+
+/// Build every profile. `ctx` must have `events_resolved` (and for an
+/// incremental build `events_resolved_new`), `identities`, Keystone's
+/// functions (`most_frequent`, `latest_traits`, `latest_consents`) and the
+/// JSON functions registered.
+///
+/// The aggregation runs in DataFusion's phases, kept apart: *partial* over
+/// the events read, *partial-reduce* of those states (and, incremental, the
+/// saved states of the previous build, absorbed profiles renamed to their
+/// survivors) into one state per profile — returned, to be saved for the
+/// next build — then *final* over them. Every aggregate, computed traits
+/// included, is merged by its own state, so an incremental build reads only
+/// new events. A computed trait whose filter uses `now()` is evaluated, in
+/// the partial phase, at the time each event was first aggregated: the
+/// caller rebuilds from all events regularly to refresh such windows.
+pub async fn build_profiles(
+    ctx: &SessionContext,
+    traits: &[ComputedTrait],
+    input: ProfileInput,
+) -> Result<BuiltProfiles> {
+    validate_traits(ctx, traits).await?;
+    let table = match input {
+        ProfileInput::All => "events_resolved",
+        ProfileInput::Incremental { .. } => "events_resolved_new",
+    };
+    let df = ctx.sql(&base_sql(table, traits)).await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let raw = raw_aggregate(&plan)?;
+    let partitions = ctx.copied_config().target_partitions().max(1);
+    let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+        AggregateMode::Partial,
+        raw.group_by.clone(),
+        raw.aggr.clone(),
+        raw.filters.clone(),
+        raw.input.clone(),
+        raw.input_schema.clone(),
+    )?);
+    let state_schema = partial.schema();
+    let reduce_input = match input {
+        ProfileInput::All => partial,
+        ProfileInput::Incremental { states, merged } => {
+            let states = remap(states, &merged)?
+                .iter()
+                .map(|b| with_state_schema(b, &state_schema))
+                .collect::<Result<Vec<_>>>()?;
+            let saved = MemorySourceConfig::try_new_exec(&[states], state_schema.clone(), None)?;
+            UnionExec::try_new(vec![saved, partial])?
+        }
+    };
+    let final_group = raw.group_by.as_final();
+    let key = final_group.expr()[0].0.clone();
+    let repartition = Arc::new(RepartitionExec::try_new(
+        reduce_input,
+        Partitioning::Hash(vec![key], partitions),
+    )?);
+    let reduce = Arc::new(AggregateExec::try_new(
+        AggregateMode::PartialReduce,
+        final_group.clone(),
+        raw.aggr.clone(),
+        vec![None; raw.aggr.len()],
+        repartition,
+        raw.input_schema.clone(),
+    )?);
+    let reduced = collect_partitioned(reduce, task.clone()).await?;
+    let states: Vec<RecordBatch> = reduced.iter().flatten().cloned().collect();
+
+    // The final phase reads the states (each profile once, so any split of
+    // them is a valid partitioning) in place of the plan's own aggregation.
+    let finals = Arc::new(AggregateExec::try_new(
+        AggregateMode::FinalPartitioned,
+        final_group,
+        raw.aggr.clone(),
+        vec![None; raw.aggr.len()],
+        MemorySourceConfig::try_new_exec(&reduced, state_schema.clone(), None)?,
+        raw.input_schema.clone(),
+    )?);
+    if finals.schema().fields().len() != raw.top.schema().fields().len() {
+        return Err(Error::Resolve(format!(
+            "profile build: the final phase gives {}, the plan expects {}",
+            finals.schema(),
+            raw.top.schema()
+        )));
+    }
+    let top = raw.top.clone();
+    let plan = plan
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, &top) {
+                Transformed::new(
+                    finals.clone() as Arc<dyn ExecutionPlan>,
+                    true,
+                    TreeNodeRecursion::Jump,
+                )
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data;
+    let base = collect_partitioned(plan.clone(), task).await?;
+    ctx.deregister_table("__base")?;
+    ctx.register_table("__base", Arc::new(MemTable::try_new(plan.schema(), base)?))?;
+
     let pick = |kind: &str| {
         format!(
             "last_value(identifier ORDER BY last_seen, identifier) FILTER (WHERE identifier_type = '{kind}') AS {kind}"
@@ -136,6 +367,7 @@ pub async fn build_profiles(
         pick("email"),
         pick("phone")
     );
+    ctx.deregister_table("__ids")?;
     ctx.register_table("__ids", ctx.sql(&ids).await?.into_view())?;
 
     let names: String = traits
@@ -158,7 +390,15 @@ pub async fn build_profiles(
     );
     let batches = ctx.sql(&query).await?.collect().await?;
     // Delta wants plain strings: no views in the stored schema.
-    batches.into_iter().map(plain_strings).collect()
+    let profiles = batches
+        .into_iter()
+        .map(plain_strings)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BuiltProfiles {
+        profiles,
+        states,
+        state_schema,
+    })
 }
 
 /// Cast `Utf8View` columns to `Utf8` (the type the lake stores).

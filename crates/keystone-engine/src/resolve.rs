@@ -53,7 +53,10 @@ use keystone_lake::{EVENTS, IDENTITIES, IDENTITY_AUDIT, Lake, PROFILE_MERGES, PR
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::profiles::{ComputedTrait, build_profiles, events_resolved_sql, validate_traits};
+use crate::profiles::{
+    ComputedTrait, ProfileInput, build_profiles, events_resolved_sql, events_resolved_sql_over,
+    validate_traits,
+};
 use crate::udf::{
     IDENTITY_KEY_ARGS, StrCol, event_ids, identity_key_udf, latest_consents_udaf,
     latest_traits_udaf, most_frequent_udaf,
@@ -71,7 +74,18 @@ pub struct ResolveOptions {
     pub rules: Rules,
     /// Computed traits of `profiles`, in column order.
     pub traits: Vec<ComputedTrait>,
+    /// Rebuild `profiles` from every event when the last such build is older
+    /// than this (seconds; `None`: [`DEFAULT_PROFILE_REFRESH_SECS`], `0`:
+    /// at every run). In between, runs update profiles from new events only.
+    pub profile_refresh_secs: Option<u64>,
 }
+
+/// A day: how long computed traits with a time window (`now()`) may go
+/// without a rebuild from all events.
+pub const DEFAULT_PROFILE_REFRESH_SECS: u64 = 24 * 3600;
+
+/// The aggregate states of the last profile build (`_keystone/profile_state.parquet`).
+pub const PROFILE_STATE: &str = "profile_state.parquet";
 
 /// Rules and traits in force, saved after each run (`_keystone/identity.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +132,9 @@ pub struct ResolveReport {
     pub profiles: u64,
     pub merges: u64,
     pub cuts: u64,
+    /// Why `profiles` was rebuilt from every event; `None` when it was
+    /// updated from the new events and the saved aggregate states.
+    pub profiles_full: Option<String>,
     /// Seconds spent reading events, resolving, building profiles, committing.
     pub read_secs: f64,
     pub graph_secs: f64,
@@ -205,6 +222,7 @@ pub async fn resolve(
         profiles: 0,
         merges: 0,
         cuts: 0,
+        profiles_full: None,
         read_secs: 0.0,
         graph_secs: 0.0,
         profile_secs: 0.0,
@@ -276,11 +294,17 @@ pub async fn resolve(
     validate_traits(&ctx, &opts.traits).await?;
 
     if report.mode == Mode::ProfilesOnly {
+        let why = if traits_same {
+            "the last run stopped before its profiles commit"
+        } else {
+            "the computed traits changed"
+        };
         return build_and_commit_profiles(
             lake,
             &ctx,
             &events_table,
             None,
+            Err(why.to_string()),
             opts,
             events_version,
             report,
@@ -418,16 +442,140 @@ pub async fn resolve(
     lake.overwrite(&IDENTITIES, identity_batches.clone(), txns, identity_meta)
         .await?;
     report.commit_secs = t.elapsed().as_secs_f64();
+    let update = match (&report.mode, watermark) {
+        (Mode::Incremental, Some(w)) => Ok(ProfileUpdate {
+            since: w,
+            new_files,
+            merged: survivors(&merges),
+        }),
+        (Mode::Full(why), _) => Err(format!("identities rebuilt: {why}")),
+        _ => Err("identities rebuilt".to_string()),
+    };
     build_and_commit_profiles(
         lake,
         &ctx,
         &events_table,
         Some(identity_batches),
+        update,
         opts,
         events_version,
         report,
     )
     .await
+}
+
+/// What an incremental profile update needs: the events version the saved
+/// states are at, the files added since, and this run's merges.
+struct ProfileUpdate {
+    since: i64,
+    new_files: Vec<String>,
+    merged: HashMap<String, String>,
+}
+
+/// Each profile absorbed by `merges` mapped to the profile that holds it now
+/// (following chains: A into B, then B into C, gives A → C).
+fn survivors(merges: &[keystone_identity::Merge]) -> HashMap<String, String> {
+    let into: HashMap<&str, &str> = merges
+        .iter()
+        .map(|m| (m.from.as_str(), m.into.as_str()))
+        .collect();
+    into.keys()
+        .map(|&from| {
+            let mut at = from;
+            let mut hops = 0;
+            while let Some(&next) = into.get(at) {
+                at = next;
+                hops += 1;
+                if hops > into.len() {
+                    break;
+                }
+            }
+            (from.to_string(), at.to_string())
+        })
+        .collect()
+}
+
+/// Aggregate states saved by a profile build, and what they are valid for.
+struct SavedStates {
+    events_version: i64,
+    traits: String,
+    /// When the profiles were last built from every event (Unix seconds).
+    full_at: i64,
+    batches: Vec<RecordBatch>,
+}
+
+const STATE_VERSION: &str = "keystone.events_version";
+const STATE_TRAITS: &str = "keystone.traits";
+const STATE_FULL_AT: &str = "keystone.full_build_at";
+
+async fn load_states(lake: &Lake) -> Result<Option<SavedStates>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let Some(bytes) = lake.read_state(PROFILE_STATE).await? else {
+        return Ok(None);
+    };
+    let bad = |e: &dyn std::fmt::Display| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}"));
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| bad(&e))?;
+    let kv: HashMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+        .collect();
+    let number = |key: &str| -> Result<i64> {
+        kv.get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(&format!("no {key}")))
+    };
+    let (events_version, full_at) = (number(STATE_VERSION)?, number(STATE_FULL_AT)?);
+    let traits = kv.get(STATE_TRAITS).cloned().unwrap_or_default();
+    let batches = builder
+        .build()
+        .map_err(|e| bad(&e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    Ok(Some(SavedStates {
+        events_version,
+        traits,
+        full_at,
+        batches,
+    }))
+}
+
+async fn save_states(
+    lake: &Lake,
+    built: &crate::profiles::BuiltProfiles,
+    events_version: i64,
+    traits: &str,
+    full_at: i64,
+) -> Result<()> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::metadata::KeyValue;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(STATE_VERSION.into(), events_version.to_string()),
+            KeyValue::new(STATE_TRAITS.into(), traits.to_string()),
+            KeyValue::new(STATE_FULL_AT.into(), full_at.to_string()),
+        ]))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, built.state_schema.clone(), Some(props))
+        .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+    for b in &built.states {
+        writer
+            .write(b)
+            .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+    }
+    writer
+        .close()
+        .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+    lake.write_state(PROFILE_STATE, bytes).await?;
+    Ok(())
 }
 
 fn meta(events_version: i64, what: &str) -> HashMap<String, Value> {
@@ -465,17 +613,21 @@ async fn prepare_session(
     Ok(())
 }
 
-/// Rebuild `profiles` from the committed `identities` (`batches`, or read
-/// back from the lake when `None`), commit it with the watermark's
-/// transaction, then save the rules and traits in force. Identities are held
-/// in memory for the build: it is the small side of the join, and an
-/// in-memory table's exact statistics make the planner build its hash table
-/// from it rather than from `events`.
+/// Build `profiles` from the committed `identities` (`batches`, or read
+/// back from the lake when `None`) — from the saved aggregate states and the
+/// new events when `update` allows it and the states match, else from every
+/// event (`update` is then why) — commit it with the watermark's
+/// transaction, save the new states, then the rules and traits in force.
+/// Identities are held in memory for the build: it is the small side of the
+/// join, and an in-memory table's exact statistics make the planner build
+/// its hash table from it rather than from `events`.
+#[allow(clippy::too_many_arguments)]
 async fn build_and_commit_profiles(
     lake: &Lake,
     ctx: &SessionContext,
     events: &keystone_lake::deltalake::DeltaTable,
     batches: Option<Vec<RecordBatch>>,
+    update: std::result::Result<ProfileUpdate, String>,
     opts: &ResolveOptions,
     events_version: i64,
     mut report: ResolveReport,
@@ -499,11 +651,90 @@ async fn build_and_commit_profiles(
         .unwrap_or_else(identities_schema);
     let mem = MemTable::try_new(schema, vec![batches])?;
     prepare_session(ctx, events, Arc::new(mem), &opts.rules).await?;
-    let profiles = build_profiles(ctx, &opts.traits).await?;
-    report.profiles = profiles.iter().map(|b| b.num_rows() as u64).sum();
+
+    let now = chrono::Utc::now().timestamp();
+    let traits_text =
+        serde_json::to_string(&opts.traits).map_err(|e| Error::Resolve(e.to_string()))?;
+    let refresh = opts
+        .profile_refresh_secs
+        .unwrap_or(DEFAULT_PROFILE_REFRESH_SECS) as i64;
+    // Incremental only from states of the previous run, for the same
+    // traits, and while the last build from every event is recent enough.
+    let plan = match update {
+        Err(why) => Err(why),
+        Ok(update) => match load_states(lake).await {
+            Err(e) => Err(format!("saved profile states unreadable ({e})")),
+            Ok(None) => Err("no saved profile states".to_string()),
+            Ok(Some(saved)) if saved.events_version != update.since => Err(format!(
+                "saved profile states are of events version {}, not {}",
+                saved.events_version, update.since
+            )),
+            Ok(Some(saved)) if saved.traits != traits_text => {
+                Err("saved profile states are of other computed traits".to_string())
+            }
+            Ok(Some(saved)) if now - saved.full_at >= refresh => Err(format!(
+                "the last build from every event is {} h old (refresh every {} h)",
+                (now - saved.full_at) / 3600,
+                refresh / 3600
+            )),
+            Ok(Some(saved)) => Ok((update, saved)),
+        },
+    };
+    let (built, full_at) = match plan {
+        Ok((update, saved)) => {
+            ctx.deregister_table("events_new")?;
+            ctx.deregister_table("events_resolved_new")?;
+            // A commit may add no file (metadata only): no new events then.
+            let new: Arc<dyn datafusion::catalog::TableProvider> = if update.new_files.is_empty() {
+                Arc::new(MemTable::try_new(events_schema(), vec![vec![]])?)
+            } else {
+                events
+                    .table_provider()
+                    .with_file_paths(update.new_files)
+                    .await?
+            };
+            ctx.register_table("events_new", new)?;
+            ctx.register_table(
+                "events_resolved_new",
+                ctx.sql(&events_resolved_sql_over("events_new"))
+                    .await?
+                    .into_view(),
+            )?;
+            let input = ProfileInput::Incremental {
+                states: saved.batches,
+                merged: update.merged,
+            };
+            match build_profiles(ctx, &opts.traits, input).await {
+                Ok(built) => (built, saved.full_at),
+                // States of another layout (e.g. another DataFusion): rebuild.
+                Err(Error::Resolve(e)) if e.starts_with("saved profile states") => {
+                    report.profiles_full = Some(e);
+                    (
+                        build_profiles(ctx, &opts.traits, ProfileInput::All).await?,
+                        now,
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(why) => {
+            report.profiles_full = Some(why);
+            (
+                build_profiles(ctx, &opts.traits, ProfileInput::All).await?,
+                now,
+            )
+        }
+    };
+    report.profiles = built.profiles.iter().map(|b| b.num_rows() as u64).sum();
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
-    lake.overwrite(&PROFILES, profiles, txns, meta(events_version, "profiles"))
-        .await?;
+    lake.overwrite(
+        &PROFILES,
+        built.profiles.clone(),
+        txns,
+        meta(events_version, "profiles"),
+    )
+    .await?;
+    save_states(lake, &built, events_version, &traits_text, full_at).await?;
     let state = ResolveState {
         rules: opts.rules.clone(),
         traits: opts.traits.clone(),

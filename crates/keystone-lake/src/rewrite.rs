@@ -113,6 +113,18 @@ impl Lake {
         }
     }
 
+    /// Remove the state file `_keystone/<name>` (nothing to do if absent).
+    pub async fn delete_state(&self, name: &str) -> Result<()> {
+        let (store, path) = self.state_store(name)?;
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::State {
+                name: name.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Write the state file `_keystone/<name>` (replacing it whole).
     pub async fn write_state(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         let (store, path) = self.state_store(name)?;

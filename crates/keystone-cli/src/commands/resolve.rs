@@ -38,6 +38,7 @@ pub async fn resolve_with_progress(
     let opts = ResolveOptions {
         rules: settings.rules.clone(),
         traits: settings.traits.clone(),
+        profile_refresh_secs: settings.profile_refresh_secs,
     };
     let bar = progress::spinner(settings.quiet);
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -90,8 +91,12 @@ pub fn print_summary(r: &ResolveReport) {
         "  {} identifiers in {} profiles; {} merges, {} identifiers cut by a rule (see identity_audit); graph {:.1}s",
         r.identifiers, r.profiles, r.merges, r.cuts, r.graph_secs
     );
+    let how = match &r.profiles_full {
+        None => "updated from the new events".to_string(),
+        Some(why) => format!("built from every event ({why})"),
+    };
     println!(
-        "  profiles built in {:.1}s, committed in {:.1}s",
+        "  profiles {how} in {:.1}s; identities committed in {:.1}s",
         r.profile_secs, r.commit_secs
     );
 }
@@ -113,6 +118,12 @@ fn report_json(r: &ResolveReport) -> serde_json::Value {
         "profiles": r.profiles,
         "merges": r.merges,
         "cuts": r.cuts,
+        "profiles_mode": match (&r.mode, &r.profiles_full) {
+            (Mode::UpToDate, _) => None,
+            (_, None) => Some("incremental"),
+            (_, Some(_)) => Some("full"),
+        },
+        "profiles_reason": r.profiles_full,
         "seconds": {
             "read": r.read_secs,
             "graph": r.graph_secs,

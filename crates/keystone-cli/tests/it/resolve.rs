@@ -59,7 +59,9 @@ fn identities(lake: &Path) -> Vec<String> {
 fn profiles(lake: &Path) -> Vec<String> {
     query(
         lake,
-        "SELECT profile_id, user_id, email, event_count, order_count, round(revenue, 2), rfm_monetary FROM profiles ORDER BY 1",
+        "SELECT profile_id, user_id, email, phone, first_seen, last_seen, event_count, order_count, \
+         round(revenue, 2), last_order_at, traits, consents, orders_90d, days_since_last_order, \
+         favorite_category, rfm_recency, rfm_frequency, rfm_monetary FROM profiles ORDER BY 1",
     )
 }
 
@@ -140,8 +142,22 @@ fn runs_split_in_time_or_out_of_order_give_the_grouping_of_one_run() {
     ok(&in_order, &["ingest", late.to_str().unwrap()]);
     let second = resolve_json(&in_order);
     assert_eq!(second["mode"], "incremental", "{second}");
+    // Profiles too are updated from the new events and the saved states,
+    // through merges of profiles built by the first run.
+    assert_eq!(second["profiles_mode"], "incremental", "{second}");
+    assert!(second["merges"].as_u64().unwrap() > 0, "{second}");
+    let web_once = dir.path().join("web-once");
+    ok(
+        &web_once,
+        &["ingest", early.to_str().unwrap(), late.to_str().unwrap()],
+    );
+    ok(&web_once, &["resolve"]);
+    assert_eq!(identities(&in_order), identities(&web_once));
+    assert_eq!(profiles(&in_order), profiles(&web_once));
+    // Store rows are older and carry known identifiers: a full rebuild.
     ok(&in_order, &["ingest", store.to_str().unwrap()]);
-    resolve_json(&in_order);
+    let third = resolve_json(&in_order);
+    assert_eq!(third["profiles_mode"], "full", "{third}");
     assert_eq!(identities(&in_order), identities(&lake_once));
     assert_eq!(profiles(&in_order), profiles(&lake_once));
 
@@ -404,4 +420,74 @@ fn killed_resolve_leaves_a_consistent_state_that_the_next_run_completes() {
         query(&once, "SELECT count(*) FROM profile_merges")
     );
     assert_eq!(resolve_json(&lake)["mode"], "up_to_date");
+}
+
+#[test]
+fn profiles_are_rebuilt_from_every_event_on_schedule_after_a_trait_change_or_an_erasure() {
+    let (dir, lake) = temp_lake();
+    let data = dir.path().join("data");
+    generate(&lake, &data, "300");
+    let (early, late) = split_by_time(&data.join("events.ndjson"), dir.path());
+    let config = dir.path().join("keystone.toml");
+    let c = config.to_str().unwrap();
+    let run = |lake: &Path| -> Value {
+        serde_json::from_str(ok(lake, &["--config", c, "resolve", "--json"]).trim()).unwrap()
+    };
+    std::fs::write(&config, "[profiles]\nrefresh_hours = 0\n").unwrap();
+    ok(&lake, &["ingest", early.to_str().unwrap()]);
+    let first = run(&lake);
+    assert_eq!(first["profiles_mode"], "full", "{first}");
+
+    // refresh_hours = 0: every run rebuilds profiles from every event.
+    ok(&lake, &["ingest", late.to_str().unwrap()]);
+    let second = run(&lake);
+    assert_eq!(second["mode"], "incremental", "{second}");
+    assert_eq!(second["profiles_mode"], "full", "{second}");
+    assert!(
+        second["profiles_reason"]
+            .as_str()
+            .unwrap()
+            .contains("refresh"),
+        "{second}"
+    );
+
+    // A new trait: profiles (and their saved states) are rebuilt whole.
+    std::fs::write(
+        &config,
+        "[profiles.traits]\nvisits = \"count(*) FILTER (WHERE type = 'page')\"\n",
+    )
+    .unwrap();
+    let third = run(&lake);
+    assert_eq!(third["mode"], "profiles_only", "{third}");
+    assert_eq!(third["profiles_mode"], "full", "{third}");
+    let visits = query(&lake, "SELECT sum(visits) FROM profiles");
+    let pages = query(
+        &lake,
+        "SELECT count(*) FROM events_resolved WHERE type = 'page' AND profile_id IS NOT NULL",
+    );
+    assert_eq!(visits, pages);
+
+    // An erasure drops the saved states with the person's rows: the next
+    // run cannot update profiles from them.
+    let email = query(
+        &lake,
+        "SELECT email FROM profiles WHERE email IS NOT NULL ORDER BY email LIMIT 1",
+    );
+    ok(&lake, &["forget", &format!("email:{}", email[0])]);
+    assert!(
+        !lake
+            .join("_keystone")
+            .join("profile_state.parquet")
+            .exists(),
+        "the saved states survived the erasure"
+    );
+    let after = run(&lake);
+    assert_eq!(after["profiles_mode"], "full", "{after}");
+    assert_eq!(
+        query(
+            &lake,
+            &format!("SELECT count(*) FROM profiles WHERE email = '{}'", email[0])
+        ),
+        vec!["0"]
+    );
 }
