@@ -15,6 +15,12 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 
+/// mimalloc: DataFusion allocates and frees many short-lived buffers, and
+/// glibc's allocator returns large ones to the system only to fault fresh
+/// zeroed pages in again (see benches/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keystone: an open customer data platform on a Delta Lake.
 #[derive(Debug, Parser)]
 #[command(name = "keystone", version, about, long_about = None)]
