@@ -156,6 +156,12 @@ impl Engine {
             all_profiles,
         } = self.find_person(subjects).await?;
 
+        // The saved aggregate states of the profile build hold traits and
+        // consents (of any profile the person's events reached): dropped
+        // first, so the next resolve rebuilds profiles from what remains.
+        self.lake()
+            .delete_state(crate::resolve::PROFILE_STATE)
+            .await?;
         let mut removed = BTreeMap::new();
         let mut touched: Vec<&TableSpec> = Vec::new();
         // Events: by identifier columns, and any other event resolved to them.
@@ -210,13 +216,6 @@ impl Engine {
                 &mut touched,
             )
             .await?;
-        }
-        if !all_profiles.is_empty() {
-            // The saved aggregate states hold their traits too: the next
-            // resolve rebuilds profiles from the remaining events.
-            self.lake()
-                .delete_state(crate::resolve::PROFILE_STATE)
-                .await?;
         }
         let values: BTreeSet<&String> = identifiers.iter().map(|(_, v)| v).collect();
         self.delete(

@@ -136,6 +136,17 @@ pub struct BuiltProfiles {
     pub state_schema: SchemaRef,
 }
 
+/// What saved aggregate states are valid for: the aggregation (built-in
+/// columns and computed traits) and the engine versions that wrote them.
+pub fn state_fingerprint(traits: &[ComputedTrait]) -> String {
+    format!(
+        "{} | datafusion {} | keystone {}",
+        base_sql("events_resolved", traits),
+        datafusion::DATAFUSION_VERSION,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// The aggregate part of a profile build over `table`.
 fn base_sql(table: &str, traits: &[ComputedTrait]) -> String {
     let computed: String = traits
@@ -220,6 +231,8 @@ pub fn with_state_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<Reco
             .fields()
             .iter()
             .zip(schema.fields())
+            // Names embed the table read (`events_resolved_new`): what the
+            // states mean is checked by `state_fingerprint`.
             .all(|(a, b)| a.data_type() == b.data_type());
     if !same {
         return Err(Error::Resolve(format!(
@@ -293,13 +306,21 @@ pub async fn build_profiles(
         raw.input_schema.clone(),
     )?);
     let state_schema = partial.schema();
+    // `try_new` may rewrite aggregates (e.g. reverse an ordered one): the
+    // later phases take them from the partial node, as DataFusion's planner does.
+    let aggr = partial
+        .downcast_ref::<AggregateExec>()
+        .map(|a| a.aggr_expr().to_vec())
+        .unwrap_or_else(|| raw.aggr.clone());
     let reduce_input = match input {
         ProfileInput::All => partial,
         ProfileInput::Incremental { states, merged } => {
-            let states = remap(states, &merged)?
+            // The layout is checked before the ids are read.
+            let states = states
                 .iter()
                 .map(|b| with_state_schema(b, &state_schema))
                 .collect::<Result<Vec<_>>>()?;
+            let states = remap(states, &merged)?;
             let saved = MemorySourceConfig::try_new_exec(&[states], state_schema.clone(), None)?;
             UnionExec::try_new(vec![saved, partial])?
         }
@@ -313,8 +334,8 @@ pub async fn build_profiles(
     let reduce = Arc::new(AggregateExec::try_new(
         AggregateMode::PartialReduce,
         final_group.clone(),
-        raw.aggr.clone(),
-        vec![None; raw.aggr.len()],
+        aggr.clone(),
+        vec![None; aggr.len()],
         repartition,
         raw.input_schema.clone(),
     )?);
@@ -326,8 +347,8 @@ pub async fn build_profiles(
     let finals = Arc::new(AggregateExec::try_new(
         AggregateMode::FinalPartitioned,
         final_group,
-        raw.aggr.clone(),
-        vec![None; raw.aggr.len()],
+        aggr.clone(),
+        vec![None; aggr.len()],
         MemorySourceConfig::try_new_exec(&reduced, state_schema.clone(), None)?,
         raw.input_schema.clone(),
     )?);
@@ -435,7 +456,7 @@ async fn latest_identifiers(ctx: &SessionContext) -> Result<RecordBatch> {
                 continue;
             };
             // `last_value(... ORDER BY last_seen, identifier)` ignores no row:
-            // a NULL last_seen sorts first (ASC NULLS LAST puts it last).
+            // ASC NULLS LAST puts a NULL last_seen last, so it wins.
             let seen = if last.is_valid(i) {
                 last.value(i)
             } else {

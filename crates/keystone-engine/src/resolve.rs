@@ -653,11 +653,12 @@ async fn build_and_commit_profiles(
     prepare_session(ctx, events, Arc::new(mem), &opts.rules).await?;
 
     let now = chrono::Utc::now().timestamp();
-    let traits_text =
-        serde_json::to_string(&opts.traits).map_err(|e| Error::Resolve(e.to_string()))?;
-    let refresh = opts
-        .profile_refresh_secs
-        .unwrap_or(DEFAULT_PROFILE_REFRESH_SECS) as i64;
+    let traits_text = crate::profiles::state_fingerprint(&opts.traits);
+    let refresh = i64::try_from(
+        opts.profile_refresh_secs
+            .unwrap_or(DEFAULT_PROFILE_REFRESH_SECS),
+    )
+    .unwrap_or(i64::MAX);
     // Incremental only from states of the previous run, for the same
     // traits, and while the last build from every event is recent enough.
     let plan = match update {
@@ -669,14 +670,17 @@ async fn build_and_commit_profiles(
                 "saved profile states are of events version {}, not {}",
                 saved.events_version, update.since
             )),
-            Ok(Some(saved)) if saved.traits != traits_text => {
-                Err("saved profile states are of other computed traits".to_string())
+            Ok(Some(saved)) if saved.traits != traits_text => Err(
+                "saved profile states are of other computed traits or another version".to_string(),
+            ),
+            // A clock that went back also calls for a rebuild.
+            Ok(Some(saved)) if now < saved.full_at || now - saved.full_at >= refresh => {
+                Err(format!(
+                    "the last build from every event is {} h old (refresh every {} h)",
+                    (now - saved.full_at) / 3600,
+                    refresh / 3600
+                ))
             }
-            Ok(Some(saved)) if now - saved.full_at >= refresh => Err(format!(
-                "the last build from every event is {} h old (refresh every {} h)",
-                (now - saved.full_at) / 3600,
-                refresh / 3600
-            )),
             Ok(Some(saved)) => Ok((update, saved)),
         },
     };
