@@ -177,49 +177,51 @@ struct RawAggregate {
     input_schema: SchemaRef,
 }
 
-/// Find the profile aggregation in `plan`: its top node, and the node that
-/// reads the events (`Partial`, or `Single` when the planner fused them).
-fn raw_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<RawAggregate> {
-    let mut at = plan.clone();
-    let top = loop {
-        if at.downcast_ref::<AggregateExec>().is_some() {
-            break at;
+/// The first node at or under `from`, down a chain of single-child nodes,
+/// that is an aggregation `pick` accepts (`what` names it in the error).
+fn descend(
+    from: &Arc<dyn ExecutionPlan>,
+    what: &str,
+    pick: impl Fn(&AggregateExec) -> bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut at = from.clone();
+    loop {
+        if at.downcast_ref::<AggregateExec>().is_some_and(&pick) {
+            return Ok(at);
         }
         let children = at.children();
         if children.len() != 1 {
             return Err(Error::Resolve(format!(
-                "profile build: no aggregation under {}",
+                "profile build: no {what} under {}",
                 at.name()
             )));
         }
-        at = children[0].clone();
-    };
-    let mut raw = top.clone();
-    loop {
-        if let Some(agg) = raw.downcast_ref::<AggregateExec>()
-            && matches!(
-                agg.mode(),
-                AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
-            )
-        {
-            return Ok(RawAggregate {
-                top,
-                group_by: agg.group_expr().clone(),
-                aggr: agg.aggr_expr().to_vec(),
-                filters: agg.filter_expr().to_vec(),
-                input: agg.input().clone(),
-                input_schema: agg.input_schema(),
-            });
-        }
-        let children = raw.children();
-        if children.len() != 1 {
-            return Err(Error::Resolve(format!(
-                "profile build: no partial aggregation under {}",
-                raw.name()
-            )));
-        }
-        raw = children[0].clone();
+        let next = children[0].clone();
+        at = next;
     }
+}
+
+/// Find the profile aggregation in `plan`: its top node, and the node that
+/// reads the events (`Partial`, or `Single` when the planner fused them).
+fn raw_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<RawAggregate> {
+    let top = descend(plan, "aggregation", |_| true)?;
+    let raw = descend(&top, "partial aggregation", |a| {
+        matches!(
+            a.mode(),
+            AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
+        )
+    })?;
+    let agg = raw
+        .downcast_ref::<AggregateExec>()
+        .ok_or_else(|| Error::Resolve("profile build: lost the aggregation".into()))?;
+    Ok(RawAggregate {
+        group_by: agg.group_expr().clone(),
+        aggr: agg.aggr_expr().to_vec(),
+        filters: agg.filter_expr().to_vec(),
+        input: agg.input().clone(),
+        input_schema: agg.input_schema(),
+        top,
+    })
 }
 
 /// Give `batch` the layout `schema` (same types in the same order), or say

@@ -563,17 +563,16 @@ async fn save_states(
             KeyValue::new(STATE_FULL_AT.into(), full_at.to_string()),
         ]))
         .build();
+    let bad = |e: datafusion::parquet::errors::ParquetError| {
+        Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}"))
+    };
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, built.state_schema.clone(), Some(props))
-        .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, built.state_schema.clone(), Some(props)).map_err(bad)?;
     for b in &built.states {
-        writer
-            .write(b)
-            .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+        writer.write(b).map_err(bad)?;
     }
-    writer
-        .close()
-        .map_err(|e| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}")))?;
+    writer.close().map_err(bad)?;
     lake.write_state(PROFILE_STATE, bytes).await?;
     Ok(())
 }
