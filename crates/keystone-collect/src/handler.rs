@@ -4,13 +4,17 @@
 //! ```text
 //!  body ─▶ gunzip (bounded) ─▶ top-level scan: batch elements as raw slices,
 //!          sentAt, writeKey, context, integrations
-//!       ─▶ each message: size limit ─▶ JSON ─▶ Segment validation (parse_event)
-//!          ─▶ clock-skew correction ─▶ EventRow       (or QuarantineRow with the reason)
+//!       ─▶ each message: size limit ─▶ parse_event_str (JSON validated once,
+//!          nested objects kept as text, batch context shared, clock skew
+//!          corrected) ─▶ EventRow       (or QuarantineRow with the reason)
 //! ```
 
 use std::io::Read;
 
-use keystone_core::event::{EventRow, EventType, ParseOptions, parse_event, parse_timestamp};
+use keystone_core::event::{
+    ClockSkew, EventRow, EventType, ParseOptions, parse_event_str, parse_timestamp,
+};
+use keystone_core::json::{self, Kind};
 use keystone_core::schema::QuarantineRow;
 use serde_json::Value;
 
@@ -122,9 +126,10 @@ pub struct Envelope<'a> {
     pub write_key: Option<String>,
     /// Batch-level `sentAt` (µs).
     pub sent_at: Option<i64>,
-    /// Batch-level `context` and `integrations`, given to messages lacking them.
-    pub context: Option<Value>,
-    pub integrations: Option<Value>,
+    /// Batch-level `context` and `integrations` (raw JSON objects), given to
+    /// messages lacking them.
+    pub context: Option<&'a str>,
+    pub integrations: Option<&'a str>,
 }
 
 /// Split `body` (already decompressed) as `endpoint` expects it.
@@ -185,11 +190,20 @@ pub fn envelope<'a>(
                 messages,
                 write_key,
                 sent_at,
-                context: small("context")?.filter(Value::is_object),
-                integrations: small("integrations")?.filter(Value::is_object),
+                context: shared_object(field("context"))?,
+                integrations: shared_object(field("integrations"))?,
             })
         }
     }
+}
+
+/// A batch-level object shared with the messages, checked to be valid JSON;
+/// anything but an object is ignored (as before the scanner kept raw text).
+fn shared_object(raw: Option<&str>) -> Result<Option<&str>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let raw = json::value(raw)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("shared member: {e}")))?;
+    Ok((Kind::of(raw) == Kind::Object).then_some(raw))
 }
 
 /// What a request carried, validated.
@@ -264,59 +278,32 @@ fn validate_one(
             limits.max_event_bytes
         ));
     }
-    let mut value: Value = serde_json::from_str(raw).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(msg) = &mut value else {
-        return Err("expected a JSON object".into());
+    let type_default = match endpoint {
+        Endpoint::Single(t) => Some(format!("\"{}\"", t.as_str())),
+        Endpoint::Batch => None,
     };
-    msg.remove("writeKey");
-    if let Endpoint::Single(t) = endpoint
-        && !msg.contains_key("type")
-    {
-        msg.insert("type".into(), Value::String(t.as_str().into()));
+    let mut defaults: Vec<(&str, &str)> = Vec::with_capacity(3);
+    if let Some(t) = &type_default {
+        defaults.push(("type", t));
     }
-    for (key, shared) in [
-        ("context", &env.context),
-        ("integrations", &env.integrations),
-    ] {
-        if let Some(v) = shared
-            && !msg.contains_key(key)
-        {
-            msg.insert(key.into(), v.clone());
-        }
+    if let Some(c) = env.context {
+        defaults.push(("context", c));
     }
-    let has_client_time = ["timestamp", "originalTimestamp"]
-        .iter()
-        .any(|k| matches!(msg.get(*k), Some(Value::String(_))));
+    if let Some(i) = env.integrations {
+        defaults.push(("integrations", i));
+    }
     let fallback = || keystone_ingest::content_message_id(origin.source, raw.as_bytes());
     let opts = ParseOptions {
-        source: origin.source,
-        received_at: origin.received_at,
-        fallback_message_id: &fallback,
-        offline_identity: false,
+        defaults: &defaults,
+        clock_skew: ClockSkew::Correct {
+            batch_sent_at: env.sent_at,
+        },
+        ..ParseOptions::new(origin.source, origin.received_at, &fallback)
     };
-    let mut row = parse_event(value, &opts).map_err(|e| e.to_string())?;
-    let sent_at = row.sent_at.or(env.sent_at);
-    correct_clock_skew(&mut row, sent_at, has_client_time);
-    Ok(row)
-}
-
-/// Segment's rule: a device's clock may be wrong, but the gap between its
-/// `timestamp` and its `sentAt` is right, so `timestamp = receivedAt −
-/// (sentAt − client timestamp)`. The client's own value is kept in
-/// `original_timestamp`.
-pub fn correct_clock_skew(row: &mut EventRow, sent_at: Option<i64>, has_client_time: bool) {
-    let Some(sent_at) = sent_at else {
-        return;
-    };
-    row.sent_at = Some(sent_at);
-    if !has_client_time {
-        return;
-    }
-    let client = row.timestamp;
-    row.original_timestamp.get_or_insert(client);
-    row.timestamp = row
-        .received_at
-        .saturating_add(client.saturating_sub(sent_at));
+    parse_event_str(raw, &opts).map_err(|e| match e {
+        keystone_core::Error::InvalidJson(m) => format!("invalid JSON: {m}"),
+        other => other.to_string(),
+    })
 }
 
 /// A minimal scanner that finds the spans of a JSON object's members and an

@@ -22,9 +22,10 @@
 //! gives the same id.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::identifier::{normalize_email, normalize_phone};
+use crate::json::{self, Kind, Members};
 use crate::{Error, Result};
 
 /// The six Segment message types.
@@ -129,28 +130,111 @@ pub struct ParseOptions<'a> {
     /// or phone trait alone, without `userId`/`anonymousId`. Off for SDK
     /// traffic and NDJSON, where the Segment rule applies.
     pub offline_identity: bool,
+    /// Members a message lacks are taken from here, as raw JSON text: the
+    /// collector's batch-level `context` and `integrations`, and the `type`
+    /// of a single-message endpoint (`/v1/track`).
+    pub defaults: &'a [(&'a str, &'a str)],
+    /// Segment's clock-skew correction, applied by the collector (see
+    /// [`ClockSkew`]).
+    pub clock_skew: ClockSkew,
 }
 
-/// Parse a JSON text into an [`EventRow`].
+impl<'a> ParseOptions<'a> {
+    /// Options with no defaults and no clock-skew correction.
+    pub fn new(
+        source: &'a str,
+        received_at: i64,
+        fallback_message_id: &'a dyn Fn() -> String,
+    ) -> Self {
+        Self {
+            source,
+            received_at,
+            fallback_message_id,
+            offline_identity: false,
+            defaults: &[],
+            clock_skew: ClockSkew::Keep,
+        }
+    }
+}
+
+/// Whether the client's clock is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSkew {
+    /// Keep `timestamp` as sent (files, batch loads).
+    Keep,
+    /// Segment's rule for live traffic: a device's clock may be wrong, but
+    /// the gap between its `timestamp` and its `sentAt` is right, so
+    /// `timestamp = receivedAt − (sentAt − client timestamp)`; the client's
+    /// own value is kept in `original_timestamp`. `sentAt` is the message's,
+    /// else this batch-level one.
+    Correct { batch_sent_at: Option<i64> },
+}
+
+/// Parse a JSON text into an [`EventRow`]: the message is validated as JSON
+/// once and its nested objects are kept as their (compacted) text, never
+/// built into a tree.
 pub fn parse_event_str(text: &str, opts: &ParseOptions<'_>) -> Result<EventRow> {
-    let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidJson(e.to_string()))?;
-    parse_event(value, opts)
+    let msg = match json::object(text) {
+        Ok(members) => members,
+        Err(e) => {
+            return Err(match json::value(text) {
+                Ok(raw) => Error::InvalidJson(format!(
+                    "expected a JSON object, found {}",
+                    Kind::of(raw).describe()
+                )),
+                Err(_) => Error::InvalidJson(e.to_string()),
+            });
+        }
+    };
+    parse_members(&msg, opts)
 }
 
-/// Validate a Segment message and turn it into an [`EventRow`].
+/// Validate a Segment message given as a `serde_json` value (mapped CSV
+/// rows). Printed to text and read like any other message.
 pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
-    let Value::Object(msg) = value else {
-        return Err(Error::InvalidJson(format!(
-            "expected a JSON object, found {}",
-            json_kind(&value)
-        )));
+    let text = serde_json::to_string(&value).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    parse_event_str(&text, opts)
+}
+
+/// The members of a nested object, already validated as part of its message.
+fn members_of(raw: Option<&str>) -> Members<'_> {
+    raw.and_then(|r| json::object(r).ok()).unwrap_or_default()
+}
+
+/// A message's members, falling back to the caller's defaults.
+struct Message<'m, 'a> {
+    members: &'m Members<'a>,
+    defaults: &'m [(&'m str, &'m str)],
+}
+
+impl<'m> Message<'m, '_> {
+    fn get(&self, key: &str) -> Option<&'m str> {
+        self.member(key).map(|(raw, _)| raw)
+    }
+
+    /// The raw value and whether it may hold whitespace between tokens
+    /// (a default is not known not to).
+    fn member(&self, key: &str) -> Option<(&'m str, bool)> {
+        self.members.member(key).or_else(|| {
+            self.defaults
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v, true))
+        })
+    }
+}
+
+fn parse_members(members: &Members<'_>, opts: &ParseOptions<'_>) -> Result<EventRow> {
+    let msg = Message {
+        members,
+        defaults: opts.defaults,
     };
     let type_name = match msg.get("type") {
-        Some(Value::String(s)) => s.as_str(),
+        Some(raw) if Kind::of(raw) == Kind::String => json::string(raw),
         Some(other) => return Err(wrong_type("type", "a string", other)),
         None => return Err(Error::invalid("type", "is missing")),
     };
-    let event_type = EventType::parse(type_name).ok_or_else(|| {
+    let event_type = EventType::parse(&type_name).ok_or_else(|| {
         Error::invalid(
             "type",
             format!(
@@ -159,12 +243,12 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         )
     })?;
 
-    let user_id = id_field(&msg, "userId")?;
-    let anonymous_id = id_field(&msg, "anonymousId")?;
-    let previous_id = id_field(&msg, "previousId")?;
-    let group_id = id_field(&msg, "groupId")?;
-    let event = str_field(&msg, "event")?;
-    let name = str_field(&msg, "name")?;
+    let user_id = id_field(msg.get("userId"), "userId")?;
+    let anonymous_id = id_field(msg.get("anonymousId"), "anonymousId")?;
+    let previous_id = id_field(msg.get("previousId"), "previousId")?;
+    let group_id = id_field(msg.get("groupId"), "groupId")?;
+    let event = str_field(msg.get("event"), "event")?;
+    let name = str_field(msg.get("name"), "name")?;
     match event_type {
         EventType::Track if event.as_deref().is_none_or(str::is_empty) => {
             return Err(Error::invalid(
@@ -192,7 +276,7 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         _ => {}
     }
 
-    let message_id = match id_field(&msg, "messageId")? {
+    let message_id = match id_field(msg.get("messageId"), "messageId")? {
         Some(id) if id.len() > 100 => {
             return Err(Error::invalid("messageId", "is longer than 100 characters"));
         }
@@ -200,25 +284,28 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         None => (opts.fallback_message_id)(),
     };
 
-    let original_timestamp = time_field(&msg, "originalTimestamp")?;
-    let timestamp = time_field(&msg, "timestamp")?;
-    let sent_at = time_field(&msg, "sentAt")?;
+    let original_timestamp = time_field(msg.get("originalTimestamp"), "originalTimestamp")?;
+    let client_timestamp = time_field(msg.get("timestamp"), "timestamp")?;
+    let sent_at = time_field(msg.get("sentAt"), "sentAt")?;
 
-    let context = object_field(&msg, "context")?;
-    let properties = object_field(&msg, "properties")?;
-    let traits = object_field(&msg, "traits")?;
-    let integrations = object_field(&msg, "integrations")?;
+    let context_raw = object_field(msg.get("context"), "context")?;
+    let properties_raw = object_field(msg.get("properties"), "properties")?;
+    let traits_raw = object_field(msg.get("traits"), "traits")?;
+    let integrations_raw = object_field(msg.get("integrations"), "integrations")?;
+    let context = members_of(context_raw);
+    let properties = members_of(properties_raw);
+    let traits = members_of(traits_raw);
 
-    let context_traits = match context.and_then(|c| c.get("traits")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => Some(o),
+    let context_traits = match context.get("traits") {
+        None => Members::default(),
+        Some(raw) if Kind::of(raw) == Kind::Null => Members::default(),
+        Some(raw) if Kind::of(raw) == Kind::Object => members_of(Some(raw)),
         Some(other) => return Err(wrong_type("context.traits", "an object", other)),
     };
     let trait_str = |key: &str| -> Result<Option<String>> {
-        let from_traits = nested_str(traits, key, "traits")?;
-        match from_traits {
+        match nested_str(&traits, key, "traits")? {
             Some(v) => Ok(Some(v)),
-            None => nested_str(context_traits, key, "context.traits"),
+            None => nested_str(&context_traits, key, "context.traits"),
         }
     };
     let email = trait_str("email")?
@@ -241,23 +328,46 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         }
     }
 
-    let revenue = match number_field(properties, "revenue")? {
+    let revenue = match number_field(&properties, "revenue")? {
         Some(v) => Some(v),
-        None => number_field(properties, "total")?,
+        None => number_field(&properties, "total")?,
     };
-    let page = match context.and_then(|c| c.get("page")) {
-        Some(Value::Object(o)) => Some(o),
-        _ => None,
+    let sub_object = |key: &str| match context.get(key) {
+        Some(raw) if Kind::of(raw) == Kind::Object => members_of(Some(raw)),
+        _ => Members::default(),
     };
-    let campaign = match context.and_then(|c| c.get("campaign")) {
-        Some(Value::Object(o)) => Some(o),
-        _ => None,
-    };
-    let device = match context.and_then(|c| c.get("device")) {
-        Some(Value::Object(o)) => Some(o),
-        _ => None,
-    };
+    let page = sub_object("page");
+    let campaign = sub_object("campaign");
+    let device = sub_object("device");
     let first_of = |a: Option<String>, b: Option<String>| a.or(b);
+    // The stored text: compacted only when it has whitespace to remove.
+    let stored = |raw: Option<&str>, key: &str| {
+        let spaced = msg.member(key).is_none_or(|(_, spaced)| spaced);
+        raw.map(|r| {
+            if spaced {
+                json::compact(r).into_owned()
+            } else {
+                r.to_string()
+            }
+        })
+    };
+
+    let mut timestamp = client_timestamp
+        .or(original_timestamp)
+        .unwrap_or(opts.received_at);
+    let mut original_timestamp = original_timestamp;
+    let mut sent_at = sent_at;
+    if let ClockSkew::Correct { batch_sent_at } = opts.clock_skew
+        && let Some(sent) = sent_at.or(batch_sent_at)
+    {
+        sent_at = Some(sent);
+        if client_timestamp.is_some() || original_timestamp.is_some() {
+            original_timestamp.get_or_insert(timestamp);
+            timestamp = opts
+                .received_at
+                .saturating_add(timestamp.saturating_sub(sent));
+        }
+    }
 
     Ok(EventRow {
         message_id,
@@ -268,7 +378,7 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         user_id,
         previous_id,
         group_id,
-        timestamp: timestamp.or(original_timestamp).unwrap_or(opts.received_at),
+        timestamp,
         original_timestamp,
         sent_at,
         received_at: opts.received_at,
@@ -276,39 +386,34 @@ pub fn parse_event(value: Value, opts: &ParseOptions<'_>) -> Result<EventRow> {
         email,
         phone,
         revenue,
-        currency: loose_str(properties, "currency"),
+        currency: loose_str(&properties, "currency"),
         order_id: first_of(
-            loose_str(properties, "order_id"),
-            loose_str(properties, "orderId"),
+            loose_str(&properties, "order_id"),
+            loose_str(&properties, "orderId"),
         ),
         product_id: first_of(
-            loose_str(properties, "product_id"),
-            loose_str(properties, "productId"),
+            loose_str(&properties, "product_id"),
+            loose_str(&properties, "productId"),
         ),
-        category: loose_str(properties, "category"),
-        page_url: first_of(loose_str(page, "url"), loose_str(properties, "url")),
-        page_path: first_of(loose_str(page, "path"), loose_str(properties, "path")),
+        category: loose_str(&properties, "category"),
+        page_url: first_of(loose_str(&page, "url"), loose_str(&properties, "url")),
+        page_path: first_of(loose_str(&page, "path"), loose_str(&properties, "path")),
         referrer: first_of(
-            loose_str(page, "referrer"),
-            loose_str(properties, "referrer"),
+            loose_str(&page, "referrer"),
+            loose_str(&properties, "referrer"),
         ),
-        utm_source: loose_str(campaign, "source"),
-        utm_medium: loose_str(campaign, "medium"),
-        utm_campaign: loose_str(campaign, "name"),
-        ip: loose_str(context, "ip"),
-        user_agent: loose_str(context, "userAgent"),
-        locale: loose_str(context, "locale"),
-        device_id: loose_str(device, "id"),
-        context: context.map(json_text).transpose()?,
-        properties: properties.map(json_text).transpose()?,
-        traits: traits.map(json_text).transpose()?,
-        integrations: integrations.map(json_text).transpose()?,
+        utm_source: loose_str(&campaign, "source"),
+        utm_medium: loose_str(&campaign, "medium"),
+        utm_campaign: loose_str(&campaign, "name"),
+        ip: loose_str(&context, "ip"),
+        user_agent: loose_str(&context, "userAgent"),
+        locale: loose_str(&context, "locale"),
+        device_id: loose_str(&device, "id"),
+        context: stored(context_raw, "context"),
+        properties: stored(properties_raw, "properties"),
+        traits: stored(traits_raw, "traits"),
+        integrations: stored(integrations_raw, "integrations"),
     })
-}
-
-/// The compact JSON text of an object (printed in place: no copy of the tree).
-fn json_text(object: &Map<String, Value>) -> Result<String> {
-    serde_json::to_string(object).map_err(|e| Error::InvalidJson(e.to_string()))
 }
 
 /// Parse an ISO-8601 / RFC 3339 timestamp into µs since the epoch. A value
@@ -334,101 +439,111 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     None
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn wrong_type(field: &str, expected: &str, found: &Value) -> Error {
+fn wrong_type(field: &str, expected: &str, found: &str) -> Error {
     Error::invalid(
         field,
-        format!("must be {expected}, found {}", json_kind(found)),
+        format!("must be {expected}, found {}", Kind::of(found).describe()),
     )
 }
 
 /// An identifier: string, or integer turned into a string; empty means absent.
-fn id_field(msg: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match msg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(other) => Err(wrong_type(key, "a string", other)),
+fn id_field(raw: Option<&str>, key: &str) -> Result<Option<String>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::String => {
+            let s = json::string(raw);
+            Ok((!s.trim().is_empty()).then(|| s.into_owned()))
+        }
+        Kind::Number if json::number(raw).is_integer() => Ok(Some(json::number(raw).to_string())),
+        _ => Err(wrong_type(key, "a string", raw)),
     }
 }
 
-fn str_field(msg: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match msg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(wrong_type(key, "a string", other)),
+fn str_field(raw: Option<&str>, key: &str) -> Result<Option<String>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::String => Ok(Some(json::string(raw).into_owned())),
+        _ => Err(wrong_type(key, "a string", raw)),
     }
 }
 
-fn time_field(msg: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
-    match msg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_timestamp(s)
-            .map(Some)
-            .ok_or_else(|| Error::invalid(key, format!("is not ISO-8601: {s:?}"))),
-        Some(other) => Err(wrong_type(key, "an ISO-8601 string", other)),
+fn time_field(raw: Option<&str>, key: &str) -> Result<Option<i64>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::String => {
+            let s = json::string(raw);
+            parse_timestamp(&s)
+                .map(Some)
+                .ok_or_else(|| Error::invalid(key, format!("is not ISO-8601: {s:?}")))
+        }
+        _ => Err(wrong_type(key, "an ISO-8601 string", raw)),
     }
 }
 
-fn object_field<'a>(
-    msg: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a Map<String, Value>>> {
-    match msg.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(other) => Err(wrong_type(key, "an object", other)),
+/// The raw text of an object member, `None` when absent or null.
+fn object_field<'a>(raw: Option<&'a str>, key: &str) -> Result<Option<&'a str>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::Object => Ok(Some(raw)),
+        _ => Err(wrong_type(key, "an object", raw)),
     }
 }
 
 /// A string inside an object that the identity rules rely on: a wrong type is an error.
-fn nested_str(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<String>> {
-    match obj.and_then(|o| o.get(key)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if key == "phone" => Ok(Some(n.to_string())),
-        Some(other) => Err(wrong_type(&format!("{path}.{key}"), "a string", other)),
+fn nested_str(obj: &Members<'_>, key: &str, path: &str) -> Result<Option<String>> {
+    let Some(raw) = obj.get(key) else {
+        return Ok(None);
+    };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::String => {
+            let s = json::string(raw);
+            Ok((!s.trim().is_empty()).then(|| s.into_owned()))
+        }
+        Kind::Number if key == "phone" => Ok(Some(json::number(raw).to_string())),
+        _ => Err(wrong_type(&format!("{path}.{key}"), "a string", raw)),
     }
 }
 
 /// A descriptive string: numbers are rendered, other types ignored (kept in the JSON).
-fn loose_str(obj: Option<&Map<String, Value>>, key: &str) -> Option<String> {
-    match obj?.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+fn loose_str(obj: &Members<'_>, key: &str) -> Option<String> {
+    let raw = obj.get(key)?;
+    match Kind::of(raw) {
+        Kind::String => {
+            let s = json::string(raw);
+            (!s.is_empty()).then(|| s.into_owned())
+        }
+        Kind::Number => Some(json::number(raw).to_string()),
         _ => None,
     }
 }
 
-fn number_field(obj: Option<&Map<String, Value>>, key: &str) -> Result<Option<f64>> {
-    match obj.and_then(|o| o.get(key)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(Some)
-            .ok_or_else(|| {
-                Error::invalid(
-                    format!("properties.{key}"),
-                    format!("is not a number: {s:?}"),
-                )
-            }),
-        Some(other) => Err(wrong_type(&format!("properties.{key}"), "a number", other)),
+fn number_field(obj: &Members<'_>, key: &str) -> Result<Option<f64>> {
+    let Some(raw) = obj.get(key) else {
+        return Ok(None);
+    };
+    match Kind::of(raw) {
+        Kind::Null => Ok(None),
+        Kind::Number => Ok(Some(json::number(raw).as_f64()).filter(|v| v.is_finite())),
+        Kind::String => {
+            let s = json::string(raw);
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("properties.{key}"),
+                        format!("is not a number: {s:?}"),
+                    )
+                })
+        }
+        _ => Err(wrong_type(&format!("properties.{key}"), "a number", raw)),
     }
 }
 
@@ -438,12 +553,7 @@ mod tests {
     use serde_json::json;
 
     fn opts() -> ParseOptions<'static> {
-        ParseOptions {
-            source: "test",
-            received_at: 1_700_000_000_000_000,
-            fallback_message_id: &|| "generated".to_string(),
-            offline_identity: false,
-        }
+        ParseOptions::new("test", 1_700_000_000_000_000, &|| "generated".to_string())
     }
 
     fn parse(v: Value) -> Result<EventRow> {
@@ -557,6 +667,58 @@ mod tests {
         let row = parse_event(msg, &offline).unwrap();
         assert_eq!(row.email.as_deref(), Some("a@b.co"));
         assert!(row.user_id.is_none() && row.anonymous_id.is_none());
+    }
+
+    #[test]
+    fn nested_objects_are_stored_as_their_compact_text() {
+        let text = r#"{"type":"track","event":"E","userId":"u",
+            "properties":{ "b" : [1, 2.50, "x y"], "a": {"\u00e9": null} },
+            "context":{"ip":"1.2.3.4"}}"#;
+        let row = parse_event_str(text, &opts()).unwrap();
+        // As sent, minus the whitespace between tokens: key order, number
+        // spelling and escapes are the client's.
+        assert_eq!(
+            row.properties.as_deref(),
+            Some(r#"{"b":[1,2.50,"x y"],"a":{"\u00e9":null}}"#)
+        );
+        assert_eq!(row.context.as_deref(), Some(r#"{"ip":"1.2.3.4"}"#));
+        assert_eq!(row.ip.as_deref(), Some("1.2.3.4"));
+        assert!(row.traits.is_none() && row.integrations.is_none());
+    }
+
+    #[test]
+    fn defaults_fill_only_what_the_message_lacks() {
+        let defaults = [
+            ("type", r#""track""#),
+            ("context", r#"{"ip":"9.9.9.9","locale":"fr-FR"}"#),
+        ];
+        let opts = ParseOptions {
+            defaults: &defaults,
+            ..opts()
+        };
+        let row = parse_event_str(r#"{"event":"E","userId":"u"}"#, &opts).unwrap();
+        assert_eq!(row.event_type, "track");
+        assert_eq!(row.locale.as_deref(), Some("fr-FR"));
+        assert_eq!(row.context.as_deref(), Some(defaults[1].1));
+        let own = parse_event_str(
+            r#"{"type":"page","userId":"u","context":{"ip":"1.1.1.1"}}"#,
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(own.event_type, "page");
+        assert_eq!(own.ip.as_deref(), Some("1.1.1.1"));
+        assert!(own.locale.is_none());
+    }
+
+    #[test]
+    fn invalid_json_and_non_objects_are_named() {
+        let err = parse_event_str(r#"{"type":"page","userId":"u",}"#, &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid JSON: expected a key at byte 28");
+        let err = parse_event_str("[1]", &opts()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid JSON: expected a JSON object, found an array"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! * [`schema`] — the Arrow schema of every lake table, and
 //!   [`schema::EventBatchBuilder`] that turns rows into record batches;
 //! * [`identifier`] — identifier normalisation (email, …);
+//! * [`json`] — a validating JSON scanner that hands out raw slices (events
+//!   are read without building a tree);
 //! * [`error`] — the error type.
 //!
 //! ```text
@@ -17,6 +19,7 @@
 pub mod error;
 pub mod event;
 pub mod identifier;
+pub mod json;
 pub mod schema;
 
 pub use error::{Error, Result};

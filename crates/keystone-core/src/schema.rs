@@ -370,12 +370,7 @@ mod tests {
 
     #[test]
     fn builder_output_matches_events_schema() {
-        let opts = ParseOptions {
-            source: "s",
-            received_at: 0,
-            fallback_message_id: &|| "m".into(),
-            offline_identity: false,
-        };
+        let opts = ParseOptions::new("s", 0, &|| "m".into());
         let row = parse_event_str(
             r#"{"type":"track","event":"Order Completed","userId":"u","properties":{"revenue":3}}"#,
             &opts,

@@ -34,12 +34,7 @@ fn main() {
     );
 
     let t = Instant::now();
-    let opts = ParseOptions {
-        source: "bench",
-        received_at: 0,
-        fallback_message_id: &String::new,
-        offline_identity: false,
-    };
+    let opts = ParseOptions::new("bench", 0, &String::new);
     let file = std::io::BufReader::new(std::fs::File::open(dir.path().join(EVENTS_FILE)).unwrap());
     let observations: Vec<Observation> = file
         .lines()

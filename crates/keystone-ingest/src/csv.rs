@@ -103,10 +103,8 @@ pub async fn read_csv(
         };
         let fallback = || content_message_id(source, &raw_bytes);
         let opts = ParseOptions {
-            source,
-            received_at,
-            fallback_message_id: &fallback,
             offline_identity: true,
+            ..ParseOptions::new(source, received_at, &fallback)
         };
         match parse_event(msg, &opts) {
             Ok(row) => sink.event(row).await?,

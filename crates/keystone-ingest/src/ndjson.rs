@@ -133,12 +133,7 @@ fn parse_chunk(chunk: &[u8], ctx: &ChunkContext) -> Parsed {
             }
         };
         let fallback = || content_message_id(&ctx.source, bytes);
-        let opts = ParseOptions {
-            source: &ctx.source,
-            received_at: ctx.received_at,
-            fallback_message_id: &fallback,
-            offline_identity: false,
-        };
+        let opts = ParseOptions::new(&ctx.source, ctx.received_at, &fallback);
         match parse_event_str(text, &opts) {
             Ok(row) => builder.append(&row),
             Err(e) => rejects.push(reject(format!("line {line_no}: {e}"))),

@@ -53,12 +53,7 @@ fn score(truth: &HashMap<Identifier, String>, predicted: &HashMap<Identifier, St
 fn observations(dir: &Path) -> Vec<Observation> {
     let mut out = Vec::new();
     let file = std::io::BufReader::new(std::fs::File::open(dir.join(EVENTS_FILE)).unwrap());
-    let opts = ParseOptions {
-        source: "gen",
-        received_at: 0,
-        fallback_message_id: &|| unreachable!("gen always sends messageId"),
-        offline_identity: false,
-    };
+    let opts = ParseOptions::new("gen", 0, &|| unreachable!("gen always sends messageId"));
     for line in file.lines() {
         let row = parse_event_str(&line.unwrap(), &opts).unwrap();
         out.push(Observation {
