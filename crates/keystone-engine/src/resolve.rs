@@ -480,19 +480,22 @@ fn survivors(merges: &[keystone_identity::Merge]) -> HashMap<String, String> {
         .map(|m| (m.from.as_str(), m.into.as_str()))
         .collect();
     into.keys()
-        .map(|&from| {
-            let mut at = from;
-            let mut hops = 0;
-            while let Some(&next) = into.get(at) {
-                at = next;
-                hops += 1;
-                if hops > into.len() {
-                    break;
-                }
-            }
-            (from.to_string(), at.to_string())
-        })
+        .map(|from| (from.to_string(), chain_end(&into, from).to_string()))
         .collect()
+}
+
+/// Where the chain of merges from `from` ends: the profile that absorbed it
+/// last. A cycle (never written by a resolve) stops after as many hops as
+/// there are merges.
+fn chain_end<'a, T: Eq + std::hash::Hash>(into: &'a HashMap<T, T>, from: &'a T) -> &'a T {
+    let mut at = from;
+    for _ in 0..=into.len() {
+        match into.get(at) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    at
 }
 
 /// Aggregate states saved by a profile build, and what they are valid for.
@@ -870,16 +873,7 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
     }
     let mut merges: HashMap<String, u32> = HashMap::new();
     for from in into.keys() {
-        let mut at = from;
-        let mut hops = 0;
-        while let Some(next) = into.get(at) {
-            at = next;
-            hops += 1;
-            if hops > into.len() {
-                break;
-            }
-        }
-        *merges.entry(at.clone()).or_default() += 1;
+        *merges.entry(chain_end(&into, from).clone()).or_default() += 1;
     }
     let mut restore =
         GraphRestore::new(rules.clone(), |p: &str| merges.get(p).copied().unwrap_or(0));
@@ -1070,4 +1064,30 @@ fn merge_batch(rows: &[keystone_identity::Merge], run_id: i64) -> Result<RecordB
         Arc::new(run.finish()),
     ];
     Ok(RecordBatch::try_new(profile_merges_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_chains_end_at_the_last_survivor() {
+        let merge = |from: &str, into: &str| keystone_identity::Merge {
+            from: from.into(),
+            into: into.into(),
+            message_id: String::new(),
+            at: 0,
+            linked_by: "user_id".into(),
+        };
+        // A into B, then B into C; D into C directly.
+        let got = survivors(&[merge("A", "B"), merge("B", "C"), merge("D", "C")]);
+        let want: HashMap<String, String> = [("A", "C"), ("B", "C"), ("D", "C")]
+            .into_iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // A cycle (never written) ends instead of looping.
+        let cycle: HashMap<&str, &str> = [("x", "y"), ("y", "x")].into_iter().collect();
+        assert!(["x", "y"].contains(chain_end(&cycle, &"x")));
+    }
 }
