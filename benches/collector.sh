@@ -7,16 +7,18 @@
 # same 2 cores as the server. Afterwards the script checks the answer: the lake
 # holds exactly the acknowledged events. Then the floor: `keystone ingest` of
 # the same events as NDJSON.
+#   SKIP_BUILD=1 uses the release binaries already built; KEYSTONE_BIN and
+#   HTTP_LOAD name other binaries (to compare two builds on one machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
 # One build (a bench target built alone would unify dependency features
 # differently and rebuild DataFusion in release).
-cargo build --release -p keystone-cli -p keystone-ingest -p keystone-collect \
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p keystone-cli -p keystone-ingest -p keystone-collect \
   --bins --bench json_floor --bench http_load --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/release/keystone"
-load=$(ls -t "$target_dir"/release/deps/http_load-* | grep -v '\.d$' | head -1)
+bin="${KEYSTONE_BIN:-$target_dir/release/keystone}"
+load="${HTTP_LOAD:-$(ls -t "$target_dir"/release/deps/http_load-* | grep -v '\.d$' | head -1)}"
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
 port=$((20000 + RANDOM % 20000))
