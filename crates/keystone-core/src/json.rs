@@ -7,7 +7,7 @@
 //! slices of it instead:
 //!
 //! * [`object`] — the members of an object, each value as its raw text;
-//! * [`array`] — the elements of an array, as raw text;
+//! * [`value`] — check that a text is one JSON value;
 //! * [`Kind::of`], [`string`], [`number`] — read one raw value;
 //! * [`compact`] — the text without the whitespace between tokens (what is
 //!   stored).
@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 /// Deepest nesting accepted (serde_json's default limit too).
 pub const MAX_DEPTH: usize = 128;
@@ -143,76 +144,11 @@ pub fn object(text: &str) -> Result<Members<'_>, JsonError> {
         }));
     }
     let mut members = Vec::new();
-    s.i += 1;
-    s.skip_ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-    } else {
-        loop {
-            if s.peek() != Some(b'"') {
-                return Err(s.error("expected a key"));
-            }
-            let kstart = s.i;
-            s.string()?;
-            let key = string(&text[kstart..s.i]);
-            s.skip_ws();
-            s.expect(b':', "expected `:`")?;
-            s.skip_ws();
-            let vstart = s.i;
-            let ws_before = s.ws;
-            s.value(1)?;
-            members.push((key, &text[vstart..s.i], s.ws != ws_before));
-            s.skip_ws();
-            match s.peek() {
-                Some(b',') => {
-                    s.i += 1;
-                    s.skip_ws();
-                }
-                Some(b'}') => {
-                    s.i += 1;
-                    break;
-                }
-                _ => return Err(s.error("expected `,` or `}`")),
-            }
-        }
-    }
+    s.object(1, |key, value, spaced| {
+        members.push((string(&text[key]), &text[value], spaced));
+    })?;
     s.end()?;
     Ok(Members { members })
-}
-
-/// The elements of the array `text` (exactly one valid JSON array), as raw text.
-pub fn array(text: &str) -> Result<Vec<&str>, JsonError> {
-    let mut s = Scanner::new(text);
-    s.skip_ws();
-    if s.peek() != Some(b'[') {
-        return Err(s.error("expected an array"));
-    }
-    let mut out = Vec::new();
-    s.i += 1;
-    s.skip_ws();
-    if s.peek() == Some(b']') {
-        s.i += 1;
-    } else {
-        loop {
-            let start = s.i;
-            s.value(1)?;
-            out.push(&text[start..s.i]);
-            s.skip_ws();
-            match s.peek() {
-                Some(b',') => {
-                    s.i += 1;
-                    s.skip_ws();
-                }
-                Some(b']') => {
-                    s.i += 1;
-                    break;
-                }
-                _ => return Err(s.error("expected `,` or `]`")),
-            }
-        }
-    }
-    s.end()?;
-    Ok(out)
 }
 
 /// The text of a valid raw string value (quotes included), unescaped.
@@ -472,7 +408,7 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             None => Err(self.error("unexpected end of input")),
             Some(b'"') => self.string(),
-            Some(b'{') => self.object(depth + 1),
+            Some(b'{') => self.object(depth + 1, |_, _, _| {}),
             Some(b'[') => self.array(depth + 1),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal(b"true"),
@@ -491,7 +427,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<(), JsonError> {
+    /// An object starting at the current `{`; `member` sees each member's
+    /// key span (quotes included), value span, and whether the value has
+    /// whitespace between its tokens.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(Range<usize>, Range<usize>, bool),
+    ) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.error("nested too deep"));
         }
@@ -505,11 +448,16 @@ impl<'a> Scanner<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.error("expected a key"));
             }
+            let key_start = self.i;
             self.string()?;
+            let key = key_start..self.i;
             self.skip_ws();
             self.expect(b':', "expected `:`")?;
             self.skip_ws();
+            let value_start = self.i;
+            let ws_before = self.ws;
             self.value(depth)?;
+            member(key, value_start..self.i, self.ws != ws_before);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -816,7 +764,6 @@ mod tests {
             object("[1]").unwrap_err().to_string(),
             "expected a JSON object at byte 0"
         );
-        assert_eq!(array(r#"[1, "a"]"#).unwrap(), vec!["1", r#""a""#]);
         assert_eq!(value(" 5 ").unwrap(), "5");
     }
 
