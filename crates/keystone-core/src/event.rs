@@ -25,7 +25,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use crate::identifier::{normalize_email, normalize_phone};
-use crate::json::{self, Kind, Members};
+use crate::json::{self, Form, Kind, Members};
 use crate::{Error, Result};
 
 /// The six Segment message types.
@@ -209,18 +209,22 @@ struct Message<'m, 'a> {
 
 impl<'m> Message<'m, '_> {
     fn get(&self, key: &str) -> Option<&'m str> {
-        self.member(key).map(|(raw, _)| raw)
+        self.members.get(key).or_else(|| self.default(key))
     }
 
-    /// The raw value and whether it may hold whitespace between tokens
-    /// (a default is not known not to).
-    fn member(&self, key: &str) -> Option<(&'m str, bool)> {
-        self.members.member(key).or_else(|| {
-            self.defaults
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| (*v, true))
-        })
+    fn default(&self, key: &str) -> Option<&'m str> {
+        self.defaults
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// How the value of `key` is written (a default is scanned to tell).
+    fn form(&self, key: &str) -> Form {
+        match self.members.member(key) {
+            Some((_, form)) => form,
+            None => self.default(key).map_or(Form::Compact, json::form),
+        }
     }
 }
 
@@ -340,15 +344,15 @@ fn parse_members(members: &Members<'_>, opts: &ParseOptions<'_>) -> Result<Event
     let campaign = sub_object("campaign");
     let device = sub_object("device");
     let first_of = |a: Option<String>, b: Option<String>| a.or(b);
-    // The stored text: compacted only when it has whitespace to remove.
+    // The stored text: as sent, compacted when it has whitespace, printed
+    // from a map when an object in it has escaped or repeated keys.
     let stored = |raw: Option<&str>, key: &str| {
-        let spaced = msg.member(key).is_none_or(|(_, spaced)| spaced);
-        raw.map(|r| {
-            if spaced {
-                json::compact(r).into_owned()
-            } else {
-                r.to_string()
-            }
+        raw.map(|r| match msg.form(key) {
+            Form::Compact => r.to_string(),
+            Form::Spaced => json::compact(r).into_owned(),
+            Form::Irregular => serde_json::from_str::<Value>(r)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| json::compact(r).into_owned()),
         })
     };
 
@@ -672,18 +676,29 @@ mod tests {
     #[test]
     fn nested_objects_are_stored_as_their_compact_text() {
         let text = r#"{"type":"track","event":"E","userId":"u",
-            "properties":{ "b" : [1, 2.50, "x y"], "a": {"\u00e9": null} },
+            "properties":{ "b" : [1, 2.50, "x y\u00e9"], "a": {"é": null} },
             "context":{"ip":"1.2.3.4"}}"#;
         let row = parse_event_str(text, &opts()).unwrap();
         // As sent, minus the whitespace between tokens: key order, number
-        // spelling and escapes are the client's.
+        // spelling and escapes in values are the client's.
         assert_eq!(
             row.properties.as_deref(),
-            Some(r#"{"b":[1,2.50,"x y"],"a":{"\u00e9":null}}"#)
+            Some(r#"{"b":[1,2.50,"x y\u00e9"],"a":{"é":null}}"#)
         );
         assert_eq!(row.context.as_deref(), Some(r#"{"ip":"1.2.3.4"}"#));
         assert_eq!(row.ip.as_deref(), Some("1.2.3.4"));
         assert!(row.traits.is_none() && row.integrations.is_none());
+    }
+
+    #[test]
+    fn escaped_or_repeated_keys_are_stored_as_the_promoted_columns_read_them() {
+        let text = r#"{"type":"track","event":"E","userId":"u",
+            "properties":{"revenue":10,"revenue":20},
+            "context":{"caf\u00e9":1, "ip":"1.2.3.4"}}"#;
+        let row = parse_event_str(text, &opts()).unwrap();
+        assert_eq!(row.revenue, Some(20.0));
+        assert_eq!(row.properties.as_deref(), Some(r#"{"revenue":20}"#));
+        assert_eq!(row.context.as_deref(), Some(r#"{"café":1,"ip":"1.2.3.4"}"#));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-/// Deepest nesting accepted (serde_json's default limit too).
+/// Nesting at this depth is refused (serde_json's default limit: 127 levels
+/// pass, 128 do not).
 pub const MAX_DEPTH: usize = 128;
 
 /// Why a text is not valid JSON, and where.
@@ -77,11 +78,24 @@ impl Kind {
     }
 }
 
+/// How a raw value is written, which decides how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// No whitespace between tokens, keys plain and unique: store as is.
+    Compact,
+    /// Whitespace between tokens: store [`compact`]ed.
+    Spaced,
+    /// Some object in it has an escaped key (`"caf\u00e9"`) or the same key
+    /// twice: store it re-printed from a map (keys decoded, the last of a
+    /// duplicate kept), so that JSON functions and text searches see what
+    /// the promoted columns saw.
+    Irregular,
+}
+
 /// The members of a JSON object: keys decoded, values as raw text.
 #[derive(Debug, Clone, Default)]
 pub struct Members<'a> {
-    /// (key, raw value, whether the raw value has whitespace between tokens)
-    members: Vec<(Cow<'a, str>, &'a str, bool)>,
+    members: Vec<(Cow<'a, str>, &'a str, Form)>,
 }
 
 impl<'a> Members<'a> {
@@ -91,14 +105,13 @@ impl<'a> Members<'a> {
         self.member(key).map(|(raw, _)| raw)
     }
 
-    /// The raw value of `key` and whether it has whitespace between its
-    /// tokens (when not, it is already [`compact`]).
-    pub fn member(&self, key: &str) -> Option<(&'a str, bool)> {
+    /// The raw value of `key` and how it is written.
+    pub fn member(&self, key: &str) -> Option<(&'a str, Form)> {
         self.members
             .iter()
             .rev()
             .find(|(k, ..)| k == key)
-            .map(|(_, v, spaced)| (*v, *spaced))
+            .map(|(_, v, form)| (*v, *form))
     }
 
     /// Whether `key` is present (even as `null`).
@@ -144,11 +157,18 @@ pub fn object(text: &str) -> Result<Members<'_>, JsonError> {
         }));
     }
     let mut members = Vec::new();
-    s.object(1, |key, value, spaced| {
-        members.push((string(&text[key]), &text[value], spaced));
+    s.object(1, |key, value, form| {
+        members.push((string(&text[key]), &text[value], form));
     })?;
     s.end()?;
     Ok(Members { members })
+}
+
+/// How the valid raw value `raw` is written (see [`Form`]).
+pub fn form(raw: &str) -> Form {
+    let mut s = Scanner::new(raw);
+    s.skip_ws();
+    s.form_of(|s| s.value(0)).unwrap_or(Form::Irregular)
 }
 
 /// The text of a valid raw string value (quotes included), unescaped.
@@ -258,7 +278,8 @@ impl fmt::Display for Number {
 /// rest become `f64` (rounded; out-of-range values are infinite).
 pub fn number(raw: &str) -> Number {
     let integral = !raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'));
-    if integral {
+    // `-0` is the float negative zero, as serde_json reads it.
+    if integral && !raw.starts_with("-0") {
         if let Ok(v) = raw.parse::<i64>() {
             return Number::Int(v);
         }
@@ -353,6 +374,8 @@ struct Scanner<'a> {
     i: usize,
     /// How many runs of whitespace were skipped so far.
     ws: usize,
+    /// How many objects with an escaped or a repeated key were seen so far.
+    irregular: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -361,6 +384,7 @@ impl<'a> Scanner<'a> {
             b: text.as_bytes(),
             i: 0,
             ws: 0,
+            irregular: 0,
         }
     }
 
@@ -407,7 +431,7 @@ impl<'a> Scanner<'a> {
     fn value(&mut self, depth: usize) -> Result<(), JsonError> {
         match self.peek() {
             None => Err(self.error("unexpected end of input")),
-            Some(b'"') => self.string(),
+            Some(b'"') => self.string().map(|_| ()),
             Some(b'{') => self.object(depth + 1, |_, _, _| {}),
             Some(b'[') => self.array(depth + 1),
             Some(b'-' | b'0'..=b'9') => self.number(),
@@ -427,15 +451,30 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Run `scan` and tell how the text it scanned is written.
+    fn form_of(
+        &mut self,
+        scan: impl FnOnce(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<Form, JsonError> {
+        let (ws, irregular) = (self.ws, self.irregular);
+        scan(self)?;
+        Ok(if self.irregular != irregular {
+            Form::Irregular
+        } else if self.ws != ws {
+            Form::Spaced
+        } else {
+            Form::Compact
+        })
+    }
+
     /// An object starting at the current `{`; `member` sees each member's
-    /// key span (quotes included), value span, and whether the value has
-    /// whitespace between its tokens.
+    /// key span (quotes included), value span, and how the value is written.
     fn object(
         &mut self,
         depth: usize,
-        mut member: impl FnMut(Range<usize>, Range<usize>, bool),
+        mut member: impl FnMut(Range<usize>, Range<usize>, Form),
     ) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             return Err(self.error("nested too deep"));
         }
         self.i += 1;
@@ -444,20 +483,49 @@ impl<'a> Scanner<'a> {
             self.i += 1;
             return Ok(());
         }
+        // The keys seen, to notice an escaped or repeated one (a few on the
+        // stack; a large object spills to the heap). A 64-bit filter of
+        // (length, last byte) skips the comparisons for most keys.
+        let mut seen = [(0usize, 0usize); 16];
+        let mut more: Vec<(usize, usize)> = Vec::new();
+        let mut count = 0;
+        let mut filter = 0u64;
+        let mut irregular = false;
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.error("expected a key"));
             }
             let key_start = self.i;
-            self.string()?;
+            let escaped = self.string()?;
             let key = key_start..self.i;
+            if !irregular {
+                let b = self.b;
+                let name = &b[key.start + 1..key.end - 1];
+                let bit = 1u64
+                    << ((name.len() as u64 * 7 + u64::from(name.last().copied().unwrap_or(0)))
+                        % 64);
+                let same = |&(a, z): &(usize, usize)| &b[a..z] == name;
+                irregular = escaped
+                    || (filter & bit != 0
+                        && (seen[..count.min(16)].iter().any(same) || more.iter().any(same)));
+                filter |= bit;
+                let span = (key.start + 1, key.end - 1);
+                if count < 16 {
+                    seen[count] = span;
+                } else {
+                    more.push(span);
+                }
+                count += 1;
+                if irregular {
+                    self.irregular += 1;
+                }
+            }
             self.skip_ws();
             self.expect(b':', "expected `:`")?;
             self.skip_ws();
             let value_start = self.i;
-            let ws_before = self.ws;
-            self.value(depth)?;
-            member(key, value_start..self.i, self.ws != ws_before);
+            let form = self.form_of(|s| s.value(depth))?;
+            member(key, value_start..self.i, form);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
@@ -474,7 +542,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             return Err(self.error("nested too deep"));
         }
         self.i += 1;
@@ -501,8 +569,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string starting at the current `"`.
-    fn string(&mut self) -> Result<(), JsonError> {
+    /// A string starting at the current `"`; tells whether it has escapes.
+    fn string(&mut self) -> Result<bool, JsonError> {
         let start = self.i;
+        let mut escaped = false;
         self.i += 1;
         loop {
             // The common case: plain text up to the closing quote, eight
@@ -526,9 +596,12 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(());
+                    return Ok(escaped);
                 }
-                Some(b'\\') => self.escape()?,
+                Some(b'\\') => {
+                    escaped = true;
+                    self.escape()?;
+                }
                 Some(_) => return Err(self.error("control character in a string")),
             }
         }
@@ -633,6 +706,18 @@ impl<'a> Scanner<'a> {
         ) {
             return bad(self);
         }
+        // Like serde_json, refuse what no f64 holds (`1e400`): readers of the
+        // stored text would fail on it. Only an exponent or > 300 digits can.
+        let text = &self.b[start..self.i];
+        if (text.len() > 300 || text.iter().any(|c| matches!(c, b'e' | b'E')))
+            && !std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_finite)
+        {
+            self.i = start;
+            return Err(self.error("number out of range"));
+        }
         Ok(())
     }
 }
@@ -714,13 +799,9 @@ mod tests {
             let Ok(text) = std::str::from_utf8(&bytes) else {
                 continue;
             };
-            let theirs = serde_json::from_str::<serde_json::Value>(text);
-            if let Err(e) = &theirs
-                && e.to_string().contains("number out of range")
-            {
-                continue; // valid JSON that serde_json cannot hold in an f64
-            }
-            let theirs = theirs.map(|v| v.is_object()).unwrap_or(false);
+            let theirs = serde_json::from_str::<serde_json::Value>(text)
+                .map(|v| v.is_object())
+                .unwrap_or(false);
             let ours = object(text).is_ok();
             assert_eq!(ours, theirs, "{text}: ours {:?}", object(text).err());
             checked += 1;
@@ -734,12 +815,54 @@ mod tests {
     }
 
     #[test]
-    fn nesting_is_bounded() {
+    fn nesting_is_bounded_where_serde_json_bounds_it() {
+        for levels in 120..135 {
+            // One object around levels - 1 arrays.
+            let text = format!(
+                "{{\"a\":{}1{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            );
+            let theirs = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            assert_eq!(object(&text).is_ok(), theirs, "{levels} levels");
+        }
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-        let err = object(&deep).unwrap_err();
-        assert_eq!(err.message, "nested too deep");
-        let fine = format!("{{\"a\":{}1{}}}", "[".repeat(100), "]".repeat(100));
-        assert!(object(&fine).is_ok());
+        assert_eq!(object(&deep).unwrap_err().message, "nested too deep");
+    }
+
+    #[test]
+    fn numbers_no_f64_holds_are_refused() {
+        for (text, ok) in [
+            (r#"{"a":1e400}"#, false),
+            (r#"{"a":-1e400}"#, false),
+            (r#"{"a":1e-400}"#, true),
+            (r#"{"a":1.7e308}"#, true),
+        ] {
+            assert_eq!(object(text).is_ok(), ok, "{text}");
+            let theirs = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            assert_eq!(theirs, ok, "{text}");
+        }
+        let long = format!(r#"{{"a":{}}}"#, "9".repeat(400));
+        assert_eq!(object(&long).unwrap_err().message, "number out of range");
+    }
+
+    #[test]
+    fn escaped_or_repeated_keys_make_a_value_irregular() {
+        let many: Vec<String> = (0..18).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let text = format!(
+            r#"{{"plain":{{"a":1,"b":[{{"c":2}}]}},"spaced":{{"a": 1}},"escaped":{{"caf\u00e9":1}},"twice":{{"a":1,"b":{{"x":1,"x":2}}}},"many":{{{},"k17":0}}}}"#,
+            many.join(",")
+        );
+        let m = object(&text).unwrap();
+        let form = |k: &str| m.member(k).unwrap().1;
+        assert_eq!(form("plain"), Form::Compact);
+        assert_eq!(form("spaced"), Form::Spaced);
+        assert_eq!(form("escaped"), Form::Irregular);
+        assert_eq!(form("twice"), Form::Irregular);
+        assert_eq!(form("many"), Form::Irregular);
+        assert_eq!(super::form(r#"{"a": {"b":1}}"#), Form::Spaced);
+        assert_eq!(super::form(r#"{"a":{"b":1,"b":2}}"#), Form::Irregular);
+        assert_eq!(super::form(r#"{"a":{"b":1,"c":2}}"#), Form::Compact);
     }
 
     #[test]
@@ -750,9 +873,9 @@ mod tests {
         assert_eq!(m.get("key"), Some("\"v\""));
         assert_eq!(m.iter().next(), Some(("a", r#"{"x": [1, 2]}"#)));
         let m = object(r#"{"a":{"b":[1,"x y"]},"c":{"d": 1},"e":[ ]}"#).unwrap();
-        assert_eq!(m.member("a"), Some((r#"{"b":[1,"x y"]}"#, false)));
-        assert_eq!(m.member("c"), Some((r#"{"d": 1}"#, true)));
-        assert_eq!(m.member("e"), Some(("[ ]", true)));
+        assert_eq!(m.member("a"), Some((r#"{"b":[1,"x y"]}"#, Form::Compact)));
+        assert_eq!(m.member("c"), Some((r#"{"d": 1}"#, Form::Spaced)));
+        assert_eq!(m.member("e"), Some(("[ ]", Form::Spaced)));
         assert!(m.get("missing").is_none());
     }
 
@@ -824,6 +947,7 @@ mod tests {
             "1.2345678901234569e+23"
         );
         assert!(number("12").is_integer());
+        assert_eq!(number("-0").to_string(), "-0.0");
         assert!(!number("12.0").is_integer());
         assert_eq!(number("2.5").as_f64(), 2.5);
     }
