@@ -237,8 +237,21 @@ pub fn validate(
         rows: Vec::with_capacity(env.messages.len()),
         rejects: Vec::new(),
     };
+    // What every message of the request lacks is taken from here.
+    let type_default = match endpoint {
+        Endpoint::Single(t) => Some(format!("\"{}\"", t.as_str())),
+        Endpoint::Batch => None,
+    };
+    let defaults: Vec<(&str, &str)> = [
+        ("type", type_default.as_deref()),
+        ("context", env.context),
+        ("integrations", env.integrations),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key, value?)))
+    .collect();
     for (i, raw) in env.messages.iter().enumerate() {
-        match validate_one(raw, env, endpoint, origin, limits) {
+        match validate_one(raw, env, &defaults, origin, limits) {
             Ok(row) => out.rows.push(row),
             Err(reason) => {
                 let raw_kept = if raw.len() > MAX_RAW_KEPT {
@@ -267,7 +280,7 @@ pub fn validate(
 fn validate_one(
     raw: &str,
     env: &Envelope<'_>,
-    endpoint: Endpoint,
+    defaults: &[(&str, &str)],
     origin: &Origin<'_>,
     limits: &Limits,
 ) -> Result<EventRow, String> {
@@ -278,23 +291,9 @@ fn validate_one(
             limits.max_event_bytes
         ));
     }
-    let type_default = match endpoint {
-        Endpoint::Single(t) => Some(format!("\"{}\"", t.as_str())),
-        Endpoint::Batch => None,
-    };
-    let mut defaults: Vec<(&str, &str)> = Vec::with_capacity(3);
-    if let Some(t) = &type_default {
-        defaults.push(("type", t));
-    }
-    if let Some(c) = env.context {
-        defaults.push(("context", c));
-    }
-    if let Some(i) = env.integrations {
-        defaults.push(("integrations", i));
-    }
     let fallback = || keystone_ingest::content_message_id(origin.source, raw.as_bytes());
     let opts = ParseOptions {
-        defaults: &defaults,
+        defaults,
         clock_skew: ClockSkew::Correct {
             batch_sent_at: env.sent_at,
         },

@@ -459,7 +459,14 @@ fn id_field(raw: Option<&str>, key: &str) -> Result<Option<String>> {
             let s = json::string(raw);
             Ok((!s.trim().is_empty()).then(|| s.into_owned()))
         }
-        Kind::Number if json::number(raw).is_integer() => Ok(Some(json::number(raw).to_string())),
+        Kind::Number => {
+            let n = json::number(raw);
+            if n.is_integer() {
+                Ok(Some(n.to_string()))
+            } else {
+                Err(wrong_type(key, "a string", raw))
+            }
+        }
         _ => Err(wrong_type(key, "a string", raw)),
     }
 }

@@ -114,11 +114,6 @@ impl<'a> Members<'a> {
             .map(|(_, v, form)| (*v, *form))
     }
 
-    /// Whether `key` is present (even as `null`).
-    pub fn contains(&self, key: &str) -> bool {
-        self.members.iter().any(|(k, ..)| k == key)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &'a str)> {
         self.members.iter().map(|(k, v, _)| (k.as_ref(), *v))
     }
@@ -293,44 +288,11 @@ pub fn number(raw: &str) -> Number {
 /// `raw` (valid JSON) without whitespace between tokens; borrowed when it
 /// has none.
 pub fn compact(raw: &str) -> Cow<'_, str> {
+    // Copy the runs between whitespace bytes outside strings; a cut only
+    // falls on an ASCII byte, so every run is whole UTF-8.
     let b = raw.as_bytes();
-    let Some(first) = first_outer_whitespace(b) else {
-        return Cow::Borrowed(raw);
-    };
-    let mut out = Vec::with_capacity(raw.len());
-    out.extend_from_slice(&b[..first]);
-    let mut in_string = false;
-    let mut i = first;
-    while i < b.len() {
-        let c = b[i];
-        if in_string {
-            out.push(c);
-            match c {
-                b'\\' => {
-                    if let Some(&next) = b.get(i + 1) {
-                        out.push(next);
-                    }
-                    i += 1;
-                }
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else if c == b'"' {
-            in_string = true;
-            out.push(c);
-        } else if !is_ws(c) {
-            out.push(c);
-        }
-        i += 1;
-    }
-    // Only ASCII whitespace outside strings was removed: still UTF-8.
-    Cow::Owned(
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
-}
-
-fn first_outer_whitespace(b: &[u8]) -> Option<usize> {
+    let mut out: Option<String> = None;
+    let mut run = 0;
     let mut in_string = false;
     let mut i = 0;
     while i < b.len() {
@@ -344,11 +306,19 @@ fn first_outer_whitespace(b: &[u8]) -> Option<usize> {
         } else if c == b'"' {
             in_string = true;
         } else if is_ws(c) {
-            return Some(i);
+            out.get_or_insert_with(|| String::with_capacity(raw.len()))
+                .push_str(&raw[run..i]);
+            run = i + 1;
         }
         i += 1;
     }
-    None
+    match out {
+        None => Cow::Borrowed(raw),
+        Some(mut out) => {
+            out.push_str(&raw[run..]);
+            Cow::Owned(out)
+        }
+    }
 }
 
 /// Whether any byte of `word` ends or escapes a string, or is a control
