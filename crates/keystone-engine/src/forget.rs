@@ -162,6 +162,10 @@ impl Engine {
         self.lake()
             .delete_state(crate::resolve::PROFILE_STATE)
             .await?;
+        // So does the identity graph's snapshot (the person's identifiers).
+        self.lake()
+            .delete_state(crate::resolve::GRAPH_SNAPSHOT)
+            .await?;
         let mut removed = BTreeMap::new();
         let mut touched: Vec<&TableSpec> = Vec::new();
         // Events: by identifier columns, and any other event resolved to them.

@@ -6,24 +6,25 @@
 //! from `identify` calls, the computed traits of the configuration, and RFM
 //! scores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning, PhysicalExpr, collect_partitioned};
+use datafusion::physical_plan::{
+    ExecutionPlan, Partitioning, PhysicalExpr, collect, collect_partitioned,
+};
 use datafusion::prelude::SessionContext;
 use keystone_core::schema::events_schema;
 use serde::{Deserialize, Serialize};
 
-use crate::udf::IDENTITY_KEY_ARGS;
+use crate::udf::{IDENTITY_KEY_ARGS, StrCol};
 use crate::{Error, Result};
 
 /// A column of `profiles` computed by an SQL aggregate over `events_resolved`
@@ -314,8 +315,25 @@ pub async fn build_profiles(
         .downcast_ref::<AggregateExec>()
         .map(|a| a.aggr_expr().to_vec())
         .unwrap_or_else(|| raw.aggr.clone());
-    let reduce_input = match input {
-        ProfileInput::All => partial,
+    let final_group = raw.group_by.as_final();
+    let key = final_group.expr()[0].0.clone();
+    // The partial-reduce phase: any number of states per profile in, one out.
+    let reduce = |input: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+        let repartition = Arc::new(RepartitionExec::try_new(
+            input,
+            Partitioning::Hash(vec![key.clone()], partitions),
+        )?);
+        Ok(Arc::new(AggregateExec::try_new(
+            AggregateMode::PartialReduce,
+            final_group.clone(),
+            aggr.clone(),
+            vec![None; aggr.len()],
+            repartition,
+            raw.input_schema.clone(),
+        )?))
+    };
+    let reduced: Vec<Vec<RecordBatch>> = match input {
+        ProfileInput::All => collect_partitioned(reduce(partial)?, task.clone()).await?,
         ProfileInput::Incremental { states, merged } => {
             // The layout is checked before the ids are read.
             let states = states
@@ -323,32 +341,49 @@ pub async fn build_profiles(
                 .map(|b| with_state_schema(b, &state_schema))
                 .collect::<Result<Vec<_>>>()?;
             let states = remap(states, &merged)?;
-            let saved = MemorySourceConfig::try_new_exec(&[states], state_schema.clone(), None)?;
-            UnionExec::try_new(vec![saved, partial])?
+            let fresh = collect(partial, task.clone()).await?;
+            // Only the profiles with new events or merges are reduced; the
+            // saved state of every other profile is already its one state.
+            let mut touched: HashSet<&str> = merged.values().map(String::as_str).collect();
+            for b in &fresh {
+                let ids = StrCol::new(b.column(0).as_ref())?;
+                touched.extend((0..b.num_rows()).filter_map(|i| ids.get(i)));
+            }
+            let (mut kept, mut changed) = (Vec::new(), Vec::new());
+            for b in &states {
+                let ids = StrCol::new(b.column(0).as_ref())?;
+                let hit: BooleanArray = (0..b.num_rows())
+                    .map(|i| Some(ids.get(i).is_some_and(|p| touched.contains(p))))
+                    .collect();
+                match hit.true_count() {
+                    0 => kept.push(b.clone()),
+                    n if n == b.num_rows() => changed.push(b.clone()),
+                    _ => {
+                        changed.push(filter_record_batch(b, &hit)?);
+                        kept.push(filter_record_batch(b, &not(&hit)?)?);
+                    }
+                }
+            }
+            changed.extend(fresh.iter().cloned());
+            let source = MemorySourceConfig::try_new_exec(&[changed], state_schema.clone(), None)?;
+            let mut parts = collect_partitioned(reduce(source)?, task.clone()).await?;
+            // The kept states are spread over the partitions, so the final
+            // phase runs on every core.
+            let n = parts.len().max(1);
+            parts.resize_with(n, Vec::new);
+            for (i, b) in kept.into_iter().enumerate() {
+                parts[i % n].push(b);
+            }
+            parts
         }
     };
-    let final_group = raw.group_by.as_final();
-    let key = final_group.expr()[0].0.clone();
-    let repartition = Arc::new(RepartitionExec::try_new(
-        reduce_input,
-        Partitioning::Hash(vec![key], partitions),
-    )?);
-    let reduce = Arc::new(AggregateExec::try_new(
-        AggregateMode::PartialReduce,
-        final_group.clone(),
-        aggr.clone(),
-        vec![None; aggr.len()],
-        repartition,
-        raw.input_schema.clone(),
-    )?);
-    let reduced = collect_partitioned(reduce, task.clone()).await?;
     let states: Vec<RecordBatch> = reduced.iter().flatten().cloned().collect();
 
     // The final phase reads the states (each profile once, so any split of
     // them is a valid partitioning) in place of the plan's own aggregation.
     let finals = Arc::new(AggregateExec::try_new(
         AggregateMode::FinalPartitioned,
-        final_group,
+        final_group.clone(),
         aggr.clone(),
         vec![None; aggr.len()],
         MemorySourceConfig::try_new_exec(&reduced, state_schema.clone(), None)?,
@@ -375,41 +410,10 @@ pub async fn build_profiles(
             })
         })?
         .data;
-    let base = collect_partitioned(plan.clone(), task).await?;
-    ctx.deregister_table("__base")?;
-    ctx.register_table("__base", Arc::new(MemTable::try_new(plan.schema(), base)?))?;
-
-    let ids = latest_identifiers(ctx).await?;
-    ctx.deregister_table("__ids")?;
-    ctx.register_table(
-        "__ids",
-        Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?),
-    )?;
-
-    let names: String = traits
-        .iter()
-        .map(|t| format!(", b.\"{}\"", t.name))
-        .collect();
-    let score = |name: &str, order: &str| {
-        format!(
-            "CASE WHEN b.order_count > 0 THEN CAST(ceil(cume_dist() OVER \
-             (PARTITION BY b.order_count > 0 ORDER BY {order}) * 5) AS INT) END AS {name}"
-        )
-    };
-    let query = format!(
-        "SELECT b.profile_id, i.user_id, i.email, i.phone, b.first_seen, b.last_seen, \
-         b.event_count, b.order_count, b.revenue, b.last_order_at, b.traits, b.consents{names}, {}, {}, {} \
-         FROM __base b LEFT JOIN __ids i ON i.profile_id = b.profile_id ORDER BY b.profile_id",
-        score("rfm_recency", "b.last_order_at"),
-        score("rfm_frequency", "b.order_count"),
-        score("rfm_monetary", "b.revenue"),
-    );
-    let batches = ctx.sql(&query).await?.collect().await?;
-    // Delta wants plain strings: no views in the stored schema.
-    let profiles = batches
-        .into_iter()
-        .map(plain_strings)
-        .collect::<Result<Vec<_>>>()?;
+    let base = collect(plan.clone(), task).await?;
+    let base = arrow::compute::concat_batches(&plan.schema(), &base)?;
+    let identities = ctx.table("identities").await?.collect().await?;
+    let profiles = finish(&base, &identities, traits)?;
     Ok(BuiltProfiles {
         profiles,
         states,
@@ -417,39 +421,136 @@ pub async fn build_profiles(
     })
 }
 
-/// Per profile, the most recently seen `user_id`, `email` and `phone` of
-/// `identities` (latest `last_seen`; ties: the larger identifier), in one
-/// pass over the table (in memory in a resolve run): a 3.5 M-row SQL
-/// aggregation with ordered `last_value` cost seconds.
-async fn latest_identifiers(ctx: &SessionContext) -> Result<RecordBatch> {
-    use arrow::array::{Array, AsArray, StringBuilder};
+/// Rows of `profiles` written per batch.
+const PROFILE_BATCH_ROWS: usize = 64 * 1024;
+
+/// The `profiles` table from the finalised aggregates `base` (one row per
+/// profile) and the `identities` rows: sorted by `profile_id`, with each
+/// profile's latest `user_id`, `email` and `phone`, and its RFM scores.
+fn finish(
+    base: &RecordBatch,
+    identities: &[RecordBatch],
+    traits: &[ComputedTrait],
+) -> Result<Vec<RecordBatch>> {
+    let column = |name: &str| -> Result<&arrow::array::ArrayRef> {
+        base.column_by_name(name)
+            .ok_or_else(|| Error::Resolve(format!("profile build: no column {name}")))
+    };
+    let order = arrow::compute::sort_to_indices(column("profile_id")?, None, None)?;
+    let sorted = arrow::compute::take_record_batch(base, &order)?;
+    let base = &sorted;
+    let column = |name: &str| -> Result<ArrayRef> {
+        base.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::Resolve(format!("profile build: no column {name}")))
+    };
+    let ids = latest_identifiers(identities, &StrCol::new(column("profile_id")?.as_ref())?)?;
+    let orders = arrow::compute::cast(&column("order_count")?, &DataType::Int64)?;
+    let orders = orders.as_primitive::<arrow::datatypes::Int64Type>();
+    let buyers: Vec<u32> = (0..base.num_rows() as u32)
+        .filter(|&i| orders.is_valid(i as usize) && orders.value(i as usize) > 0)
+        .collect();
+
+    let mut names = vec!["profile_id", "user_id", "email", "phone"];
+    let mut columns = vec![column("profile_id")?];
+    columns.extend(ids);
+    for name in [
+        "first_seen",
+        "last_seen",
+        "event_count",
+        "order_count",
+        "revenue",
+        "last_order_at",
+        "traits",
+        "consents",
+    ]
+    .into_iter()
+    .chain(traits.iter().map(|t| t.name.as_str()))
+    {
+        names.push(name);
+        columns.push(column(name)?);
+    }
+    for (name, by) in [
+        ("rfm_recency", "last_order_at"),
+        ("rfm_frequency", "order_count"),
+        ("rfm_monetary", "revenue"),
+    ] {
+        names.push(name);
+        columns.push(Arc::new(quintiles(&column(by)?, &buyers)?));
+    }
+    let fields: Vec<Field> = names
+        .iter()
+        .zip(&columns)
+        .map(|(n, c)| Field::new(*n, c.data_type().clone(), true))
+        .collect();
+    let all = plain_strings(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)?;
+    Ok((0..all.num_rows())
+        .step_by(PROFILE_BATCH_ROWS)
+        .map(|at| all.slice(at, PROFILE_BATCH_ROWS.min(all.num_rows() - at)))
+        .collect())
+}
+
+/// Per row, the RFM score of `values` among the `buyers` rows (others
+/// null): `ceil(cume_dist() * 5)` over the buyers ordered by the value
+/// ascending, nulls last, equal values sharing the score of the last of them
+/// (SQL's `cume_dist() OVER (ORDER BY value)`).
+fn quintiles(values: &ArrayRef, buyers: &[u32]) -> Result<arrow::array::Int32Array> {
+    let mut scores: Vec<Option<i32>> = vec![None; values.len()];
+    let taken = arrow::compute::take(values, &UInt32Array::from(buyers.to_vec()), None)?;
+    let options = arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let order = arrow::compute::sort_to_indices(&taken, Some(options), None)?;
+    let cmp = arrow::array::make_comparator(taken.as_ref(), taken.as_ref(), options)?;
+    let n = order.len();
+    let mut start = 0;
+    while start < n {
+        let first = order.value(start) as usize;
+        let mut end = start + 1;
+        while end < n && cmp(first, order.value(end) as usize).is_eq() {
+            end += 1;
+        }
+        let score = ((end as f64 / n as f64) * 5.0).ceil() as i32;
+        for k in start..end {
+            scores[buyers[order.value(k) as usize] as usize] = Some(score);
+        }
+        start = end;
+    }
+    Ok(scores.into_iter().collect())
+}
+
+/// For each of `profiles`, its most recently seen `user_id`, `email` and
+/// `phone` in the `identities` rows (latest `last_seen`; ties: the larger
+/// identifier), in one pass: a 3.5 M-row SQL aggregation with ordered
+/// `last_value` cost seconds.
+fn latest_identifiers(identities: &[RecordBatch], profiles: &StrCol<'_>) -> Result<Vec<ArrayRef>> {
+    use arrow::array::StringBuilder;
     use arrow::datatypes::TimestampMicrosecondType;
     const KINDS: [&str; 3] = ["user_id", "email", "phone"];
-    let batches = ctx.table("identities").await?.collect().await?;
     // profile → for each kind, (last_seen, identifier) of the best so far.
     type Best<'a> = [Option<(i64, &'a str)>; 3];
     let mut best: hashbrown::HashMap<&str, Best<'_>> = hashbrown::HashMap::new();
-    let mut columns = Vec::with_capacity(batches.len());
-    for b in &batches {
-        let col = |name: &str| -> Result<crate::udf::StrCol<'_>> {
+    for b in identities {
+        let col = |name: &str| -> Result<StrCol<'_>> {
             let c = b
                 .column_by_name(name)
                 .ok_or_else(|| Error::Resolve(format!("identities has no column {name}")))?;
-            Ok(crate::udf::StrCol::new(c.as_ref())?)
+            Ok(StrCol::new(c.as_ref())?)
         };
         let last = b
             .column_by_name("last_seen")
             .ok_or_else(|| Error::Resolve("identities has no column last_seen".into()))?
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| Error::Resolve("identities.last_seen is not a timestamp".into()))?;
-        columns.push((
+        let (kind, value, profile) = (
             col("identifier_type")?,
             col("identifier")?,
             col("profile_id")?,
-            last,
-        ));
-    }
-    for (kind, value, profile, last) in &columns {
+        );
         for i in 0..last.len() {
             let (Some(k), Some(v), Some(p)) = (kind.get(i), value.get(i), profile.get(i)) else {
                 continue;
@@ -470,25 +571,20 @@ async fn latest_identifiers(ctx: &SessionContext) -> Result<RecordBatch> {
             }
         }
     }
-    let n = best.len();
-    let mut profile = StringBuilder::with_capacity(n, n * 36);
+    let n = profiles.len();
     let mut out: Vec<StringBuilder> = (0..3)
         .map(|_| StringBuilder::with_capacity(n, n * 24))
         .collect();
-    for (p, kinds) in &best {
-        profile.append_value(p);
-        for (b, k) in out.iter_mut().zip(kinds) {
-            b.append_option(k.map(|(_, v)| v));
+    for i in 0..n {
+        let found = profiles.get(i).and_then(|p| best.get(p));
+        for (slot, b) in out.iter_mut().enumerate() {
+            b.append_option(found.and_then(|k| k[slot]).map(|(_, v)| v));
         }
     }
-    let mut fields = vec![Field::new("profile_id", DataType::Utf8, true)];
-    fields.extend(KINDS.iter().map(|k| Field::new(*k, DataType::Utf8, true)));
-    let mut arrays: Vec<arrow::array::ArrayRef> = vec![Arc::new(profile.finish())];
-    arrays.extend(
-        out.iter_mut()
-            .map(|b| Arc::new(b.finish()) as arrow::array::ArrayRef),
-    );
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    Ok(out
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect())
 }
 
 /// Cast `Utf8View` columns to `Utf8` (the type the lake stores).

@@ -84,8 +84,15 @@ pub struct ResolveOptions {
 /// without a rebuild from all events.
 pub const DEFAULT_PROFILE_REFRESH_SECS: u64 = 24 * 3600;
 
-/// The aggregate states of the last profile build (`_keystone/profile_state.parquet`).
-pub const PROFILE_STATE: &str = "profile_state.parquet";
+/// The aggregate states of the last profile build (`_keystone/profile_state.arrow`).
+pub const PROFILE_STATE: &str = "profile_state.arrow";
+/// Where earlier builds kept them, as Parquet.
+const LEGACY_PROFILE_STATE: &str = "profile_state.parquet";
+
+/// The identity graph as the last run left it (`_keystone/identity_graph.bin`).
+pub const GRAPH_SNAPSHOT: &str = "identity_graph.bin";
+/// First bytes of [`GRAPH_SNAPSHOT`], before the events and identities versions.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"KSGRAPH\0";
 
 /// Rules and traits in force, saved after each run (`_keystone/identity.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,8 +142,16 @@ pub struct ResolveReport {
     /// Why `profiles` was rebuilt from every event; `None` when it was
     /// updated from the new events and the saved aggregate states.
     pub profiles_full: Option<String>,
-    /// Seconds spent reading events, resolving, building profiles, committing.
+    /// Where the previous runs' graph came from: the snapshot, or the
+    /// tables and why not the snapshot; `None` when the graph was rebuilt.
+    pub graph_loaded_from: Option<String>,
+    /// Seconds spent loading the previous graph, reading events, resolving,
+    /// building profiles, committing.
+    pub load_secs: f64,
     pub read_secs: f64,
+    /// Wall time of the whole run (the identities commit overlaps the
+    /// profile build, so the phases add up to more).
+    pub total_secs: f64,
     pub graph_secs: f64,
     pub profile_secs: f64,
     pub commit_secs: f64,
@@ -195,6 +210,7 @@ pub async fn resolve(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<ResolveReport> {
     opts.rules.validate().map_err(Error::Resolve)?;
+    let started = Instant::now();
     // One snapshot of events for the whole run: the files read, the version
     // recorded and the table the profiles are built from all agree.
     let Some(events_table) = lake.load(&EVENTS).await? else {
@@ -223,7 +239,10 @@ pub async fn resolve(
         merges: 0,
         cuts: 0,
         profiles_full: None,
+        graph_loaded_from: None,
+        load_secs: 0.0,
         read_secs: 0.0,
+        total_secs: 0.0,
         graph_secs: 0.0,
         profile_secs: 0.0,
         commit_secs: 0.0,
@@ -299,27 +318,41 @@ pub async fn resolve(
         } else {
             "the computed traits changed"
         };
-        return build_and_commit_profiles(
+        let mut report = build_and_commit_profiles(
             lake,
             &ctx,
             &events_table,
             None,
+            std::future::ready(Ok(0.0)),
             Err(why.to_string()),
             opts,
             events_version,
             report,
         )
-        .await;
+        .await?;
+        report.total_secs = started.elapsed().as_secs_f64();
+        return Ok(report);
     }
 
     // Restore the graph, or start afresh.
-    let mut graph = match full_reason {
-        None => {
+    let t = Instant::now();
+    let mut graph = match (full_reason.is_none(), watermark) {
+        (true, Some(w)) => {
             progress(Progress::Phase("loading the identity graph"));
-            restore_graph(lake, &ctx, &opts.rules).await?
+            match load_snapshot(lake, w, &opts.rules).await? {
+                Ok(graph) => {
+                    report.graph_loaded_from = Some("snapshot".to_string());
+                    graph
+                }
+                Err(why) => {
+                    report.graph_loaded_from = Some(format!("tables ({why})"));
+                    restore_graph(lake, &ctx, &opts.rules).await?
+                }
+            }
         }
-        Some(_) => IdentityGraph::new(opts.rules.clone()),
+        _ => IdentityGraph::new(opts.rules.clone()),
     };
+    report.load_secs = t.elapsed().as_secs_f64();
     let run_id = events_version;
     let mut audit: Vec<AuditRow> = Vec::new();
     let mut events = Events::default();
@@ -341,6 +374,7 @@ pub async fn resolve(
                 "{late} new events are older than events already resolved and carry known identifiers"
             ));
             graph = IdentityGraph::new(opts.rules.clone());
+            report.graph_loaded_from = None;
             events = Events::default();
             audit.clear();
             new_files = files.clone();
@@ -395,6 +429,7 @@ pub async fn resolve(
     }
     drop(events);
     let (identity_batches, identifiers) = identity_batches(&mut graph)?;
+    let snapshot = graph.snapshot();
     report.identifiers = identifiers as u64;
     report.merges = merges.len() as u64;
     report.cuts = audit.len() as u64;
@@ -439,9 +474,18 @@ pub async fn resolve(
     }
     let mut identity_meta = meta(events_version, "identities");
     identity_meta.insert("mode".into(), Value::from(format!("{:?}", report.mode)));
-    lake.overwrite(&IDENTITIES, identity_batches.clone(), txns, identity_meta)
-        .await?;
     report.commit_secs = t.elapsed().as_secs_f64();
+    // Identities are encoded and written (one task) while the profiles are
+    // built from them in memory; the profiles commit waits for them.
+    let written = identity_batches.clone();
+    let commit_identities = async move {
+        let t = Instant::now();
+        let identities_version = lake
+            .overwrite(&IDENTITIES, written, txns, identity_meta)
+            .await?;
+        save_snapshot(lake, snapshot, events_version, identities_version).await?;
+        Ok(t.elapsed().as_secs_f64())
+    };
     let update = match (&report.mode, watermark) {
         (Mode::Incremental, Some(w)) => Ok(ProfileUpdate {
             since: w,
@@ -451,17 +495,20 @@ pub async fn resolve(
         (Mode::Full(why), _) => Err(format!("identities rebuilt: {why}")),
         _ => Err("identities rebuilt".to_string()),
     };
-    build_and_commit_profiles(
+    let mut report = build_and_commit_profiles(
         lake,
         &ctx,
         &events_table,
         Some(identity_batches),
+        commit_identities,
         update,
         opts,
         events_version,
         report,
     )
-    .await
+    .await?;
+    report.total_secs = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// What an incremental profile update needs: the events version the saved
@@ -512,21 +559,13 @@ const STATE_TRAITS: &str = "keystone.traits";
 const STATE_FULL_AT: &str = "keystone.full_build_at";
 
 async fn load_states(lake: &Lake) -> Result<Option<SavedStates>> {
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use arrow::ipc::reader::FileReader;
     let Some(bytes) = lake.read_state(PROFILE_STATE).await? else {
         return Ok(None);
     };
     let bad = |e: &dyn std::fmt::Display| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}"));
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| bad(&e))?;
-    let kv: HashMap<String, String> = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .into_iter()
-        .flatten()
-        .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
-        .collect();
+    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| bad(&e))?;
+    let kv = reader.schema().metadata().clone();
     let number = |key: &str| -> Result<i64> {
         kv.get(key)
             .and_then(|v| v.parse().ok())
@@ -534,9 +573,7 @@ async fn load_states(lake: &Lake) -> Result<Option<SavedStates>> {
     };
     let (events_version, full_at) = (number(STATE_VERSION)?, number(STATE_FULL_AT)?);
     let traits = kv.get(STATE_TRAITS).cloned().unwrap_or_default();
-    let batches = builder
-        .build()
-        .map_err(|e| bad(&e))?
+    let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(&e))?;
     Ok(Some(SavedStates {
@@ -547,6 +584,8 @@ async fn load_states(lake: &Lake) -> Result<Option<SavedStates>> {
     }))
 }
 
+/// Save the aggregate states of `built` as an Arrow IPC file (LZ4): read
+/// back whole at the next run, so a format without decoding work.
 async fn save_states(
     lake: &Lake,
     built: &crate::profiles::BuiltProfiles,
@@ -554,29 +593,32 @@ async fn save_states(
     traits: &str,
     full_at: i64,
 ) -> Result<()> {
-    use datafusion::parquet::arrow::ArrowWriter;
-    use datafusion::parquet::basic::Compression;
-    use datafusion::parquet::file::metadata::KeyValue;
-    use datafusion::parquet::file::properties::WriterProperties;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(STATE_VERSION.into(), events_version.to_string()),
-            KeyValue::new(STATE_TRAITS.into(), traits.to_string()),
-            KeyValue::new(STATE_FULL_AT.into(), full_at.to_string()),
-        ]))
-        .build();
-    let bad = |e: datafusion::parquet::errors::ParquetError| {
-        Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}"))
-    };
+    use arrow::ipc::CompressionType;
+    use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+    let bad =
+        |e: arrow::error::ArrowError| Error::Resolve(format!("_keystone/{PROFILE_STATE}: {e}"));
+    let schema = built
+        .state_schema
+        .as_ref()
+        .clone()
+        .with_metadata(HashMap::from([
+            (STATE_VERSION.to_string(), events_version.to_string()),
+            (STATE_TRAITS.to_string(), traits.to_string()),
+            (STATE_FULL_AT.to_string(), full_at.to_string()),
+        ]));
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::LZ4_FRAME))
+        .map_err(bad)?;
     let mut bytes = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, built.state_schema.clone(), Some(props)).map_err(bad)?;
+    let mut writer = FileWriter::try_new_with_options(&mut bytes, &schema, options).map_err(bad)?;
     for b in &built.states {
         writer.write(b).map_err(bad)?;
     }
-    writer.close().map_err(bad)?;
+    writer.finish().map_err(bad)?;
+    drop(writer);
     lake.write_state(PROFILE_STATE, bytes).await?;
+    // Where the states were kept before they were Arrow IPC: never read again.
+    lake.delete_state(LEGACY_PROFILE_STATE).await?;
     Ok(())
 }
 
@@ -629,12 +671,51 @@ async fn build_and_commit_profiles(
     ctx: &SessionContext,
     events: &keystone_lake::deltalake::DeltaTable,
     batches: Option<Vec<RecordBatch>>,
+    identities_commit: impl std::future::Future<Output = Result<f64>>,
     update: std::result::Result<ProfileUpdate, String>,
     opts: &ResolveOptions,
     events_version: i64,
     mut report: ResolveReport,
 ) -> Result<ResolveReport> {
     let t = Instant::now();
+    let build = build_profiles_from(lake, ctx, events, batches, update, opts);
+    let (commit_secs, (built, full_at, profiles_full)) =
+        futures::try_join!(identities_commit, build)?;
+    report.commit_secs += commit_secs;
+    report.profiles_full = profiles_full;
+    let traits_text = crate::profiles::state_fingerprint(&opts.traits);
+    report.profiles = built.profiles.iter().map(|b| b.num_rows() as u64).sum();
+    let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
+    lake.overwrite(
+        &PROFILES,
+        built.profiles.clone(),
+        txns,
+        meta(events_version, "profiles"),
+    )
+    .await?;
+    save_states(lake, &built, events_version, &traits_text, full_at).await?;
+    let state = ResolveState {
+        rules: opts.rules.clone(),
+        traits: opts.traits.clone(),
+        events_version,
+    };
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Resolve(e.to_string()))?;
+    lake.write_state(RESOLVE_STATE, bytes).await?;
+    report.profile_secs = t.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The build of [`build_and_commit_profiles`]: the profiles, when the last
+/// build from every event was, and why this one was from every event.
+async fn build_profiles_from(
+    lake: &Lake,
+    ctx: &SessionContext,
+    events: &keystone_lake::deltalake::DeltaTable,
+    batches: Option<Vec<RecordBatch>>,
+    update: std::result::Result<ProfileUpdate, String>,
+    opts: &ResolveOptions,
+) -> Result<(crate::profiles::BuiltProfiles, i64, Option<String>)> {
+    let mut profiles_full = None;
     let batches = match batches {
         Some(b) => b,
         None => {
@@ -714,7 +795,7 @@ async fn build_and_commit_profiles(
                 Ok(built) => (built, saved.full_at),
                 // States of another layout (e.g. another DataFusion): rebuild.
                 Err(Error::Resolve(e)) if e.starts_with("saved profile states") => {
-                    report.profiles_full = Some(e);
+                    profiles_full = Some(e);
                     (
                         build_profiles(ctx, &opts.traits, ProfileInput::All).await?,
                         now,
@@ -724,32 +805,14 @@ async fn build_and_commit_profiles(
             }
         }
         Err(why) => {
-            report.profiles_full = Some(why);
+            profiles_full = Some(why);
             (
                 build_profiles(ctx, &opts.traits, ProfileInput::All).await?,
                 now,
             )
         }
     };
-    report.profiles = built.profiles.iter().map(|b| b.num_rows() as u64).sum();
-    let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
-    lake.overwrite(
-        &PROFILES,
-        built.profiles.clone(),
-        txns,
-        meta(events_version, "profiles"),
-    )
-    .await?;
-    save_states(lake, &built, events_version, &traits_text, full_at).await?;
-    let state = ResolveState {
-        rules: opts.rules.clone(),
-        traits: opts.traits.clone(),
-        events_version,
-    };
-    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| Error::Resolve(e.to_string()))?;
-    lake.write_state(RESOLVE_STATE, bytes).await?;
-    report.profile_secs = t.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((built, full_at, profiles_full))
 }
 
 /// Read `files` of `events`, interning admitted identifiers and auditing the
@@ -853,6 +916,61 @@ fn truncate(mut value: String) -> String {
         value.push('…');
     }
     value
+}
+
+/// Save the graph `snapshot` of the run that resolved `events_version` and
+/// committed `identities_version` (both checked when it is loaded).
+async fn save_snapshot(
+    lake: &Lake,
+    snapshot: Vec<u8>,
+    events_version: i64,
+    identities_version: i64,
+) -> Result<()> {
+    let mut bytes = Vec::with_capacity(snapshot.len() + 24);
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&events_version.to_le_bytes());
+    bytes.extend_from_slice(&identities_version.to_le_bytes());
+    bytes.extend_from_slice(&snapshot);
+    drop(snapshot);
+    lake.write_state(GRAPH_SNAPSHOT, bytes).await?;
+    Ok(())
+}
+
+/// The graph of the last run from its snapshot, or why the snapshot cannot
+/// stand for the tables (then they are read): missing, damaged, of another
+/// run than the watermark's, or `identities` changed since (an erasure).
+async fn load_snapshot(
+    lake: &Lake,
+    watermark: i64,
+    rules: &Rules,
+) -> Result<std::result::Result<IdentityGraph, String>> {
+    let Some(bytes) = lake.read_state(GRAPH_SNAPSHOT).await? else {
+        return Ok(Err("no graph snapshot".to_string()));
+    };
+    let Some((head, body)) = bytes.split_at_checked(24) else {
+        return Ok(Err("graph snapshot truncated".to_string()));
+    };
+    let version = |at: usize| i64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
+    if &head[..8] != SNAPSHOT_MAGIC {
+        return Ok(Err("graph snapshot of an unknown format".to_string()));
+    }
+    let (events_version, identities_version) = (version(8), version(16));
+    if events_version != watermark {
+        return Ok(Err(format!(
+            "graph snapshot of events version {events_version}, identities of {watermark}"
+        )));
+    }
+    let now = match lake.load(&IDENTITIES).await? {
+        Some(table) => table.version().unwrap_or_default() as i64,
+        None => return Ok(Err("no identities table".to_string())),
+    };
+    if now != identities_version {
+        return Ok(Err(format!(
+            "identities changed since the graph snapshot (version {now}, not {identities_version})"
+        )));
+    }
+    Ok(IdentityGraph::from_snapshot(rules.clone(), body)
+        .map_err(|e| format!("graph snapshot unreadable: {e}")))
 }
 
 /// Rebuild the graph saved by earlier runs.
@@ -999,7 +1117,9 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
         b.last.append_value(r.last_seen);
         b.linked.append_value(r.linked_by);
         if b.rows() == BATCH_ROWS {
-            match b.finish(&schema) {
+            // Fresh builders, sized for a batch: a finished builder starts
+            // again from nothing and would grow by copies.
+            match std::mem::replace(&mut b, Builders::new()).finish(&schema) {
                 Ok(batch) => out.push(batch),
                 Err(e) => failed = Some(e),
             }

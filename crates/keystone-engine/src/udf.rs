@@ -49,6 +49,15 @@ impl<'a> StrCol<'a> {
         })
     }
 
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Utf8(a) => a.len(),
+            Self::Large(a) => a.len(),
+            Self::View(a) => a.len(),
+            Self::Null => 0,
+        }
+    }
+
     pub(crate) fn get(&self, i: usize) -> Option<&'a str> {
         match self {
             Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),

@@ -77,12 +77,18 @@ pub fn print_summary(r: &ResolveReport) {
         );
         return;
     }
-    let total = r.read_secs + r.graph_secs + r.profile_secs + r.commit_secs;
+    let total = r.total_secs;
     println!(
         "{} (events version {}) in {total:.1}s",
         mode_text(&r.mode),
         r.events_version
     );
+    if let Some(from) = &r.graph_loaded_from {
+        println!(
+            "  previous identity graph loaded from the {from} in {:.1}s",
+            r.load_secs
+        );
+    }
     println!(
         "  read {} events from {} files in {:.1}s",
         r.events_read, r.files_read, r.read_secs
@@ -96,7 +102,7 @@ pub fn print_summary(r: &ResolveReport) {
         Some(why) => format!("built from every event ({why})"),
     };
     println!(
-        "  profiles {how} in {:.1}s; identities committed in {:.1}s",
+        "  profiles {how} in {:.1}s; identities committed in {:.1}s (while the profiles were built)",
         r.profile_secs, r.commit_secs
     );
 }
@@ -124,7 +130,10 @@ fn report_json(r: &ResolveReport) -> serde_json::Value {
             (_, Some(_)) => Some("full"),
         },
         "profiles_reason": r.profiles_full,
+        "graph_loaded_from": r.graph_loaded_from,
         "seconds": {
+            "total": r.total_secs,
+            "load": r.load_secs,
             "read": r.read_secs,
             "graph": r.graph_secs,
             "profiles": r.profile_secs,

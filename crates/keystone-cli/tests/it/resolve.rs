@@ -146,6 +146,8 @@ fn runs_split_in_time_or_out_of_order_give_the_grouping_of_one_run() {
     // through merges of profiles built by the first run.
     assert_eq!(second["profiles_mode"], "incremental", "{second}");
     assert!(second["merges"].as_u64().unwrap() > 0, "{second}");
+    // The first run's graph came back from its snapshot, not the tables.
+    assert_eq!(second["graph_loaded_from"], "snapshot", "{second}");
     let web_once = dir.path().join("web-once");
     ok(
         &web_once,
@@ -154,6 +156,25 @@ fn runs_split_in_time_or_out_of_order_give_the_grouping_of_one_run() {
     ok(&web_once, &["resolve"]);
     assert_eq!(identities(&in_order), identities(&web_once));
     assert_eq!(profiles(&in_order), profiles(&web_once));
+
+    // A damaged snapshot is not used: the graph is rebuilt from the tables,
+    // with the same outcome.
+    let damaged = dir.path().join("damaged");
+    ok(&damaged, &["ingest", early.to_str().unwrap()]);
+    resolve_json(&damaged);
+    let snapshot = damaged.join("_keystone").join("identity_graph.bin");
+    let bytes = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+    ok(&damaged, &["ingest", late.to_str().unwrap()]);
+    let second = resolve_json(&damaged);
+    assert_eq!(second["mode"], "incremental", "{second}");
+    let from = second["graph_loaded_from"].as_str().unwrap();
+    assert!(
+        from.starts_with("tables (graph snapshot unreadable: truncated"),
+        "{second}"
+    );
+    assert_eq!(identities(&damaged), identities(&web_once));
+    assert_eq!(profiles(&damaged), profiles(&web_once));
     // Store rows are older and carry known identifiers: a full rebuild.
     ok(&in_order, &["ingest", store.to_str().unwrap()]);
     let third = resolve_json(&in_order);
@@ -475,11 +496,12 @@ fn profiles_are_rebuilt_from_every_event_on_schedule_after_a_trait_change_or_an_
     );
     ok(&lake, &["forget", &format!("email:{}", email[0])]);
     assert!(
-        !lake
-            .join("_keystone")
-            .join("profile_state.parquet")
-            .exists(),
+        !lake.join("_keystone").join("profile_state.arrow").exists(),
         "the saved states survived the erasure"
+    );
+    assert!(
+        !lake.join("_keystone").join("identity_graph.bin").exists(),
+        "the graph snapshot survived the erasure"
     );
     let after = run(&lake);
     assert_eq!(after["profiles_mode"], "full", "{after}");

@@ -240,7 +240,86 @@ fn save_and_restore(graph: &mut IdentityGraph) -> IdentityGraph {
         rows,
         "restore gives back the saved rows"
     );
-    restored
+    // The binary snapshot stands for the same rows.
+    let bytes = graph.snapshot();
+    let mut loaded = IdentityGraph::from_snapshot(Rules::default(), &bytes).expect("snapshot");
+    assert_eq!(
+        state(&mut loaded),
+        state(&mut restored),
+        "snapshot = restore"
+    );
+    // Every second save goes through the snapshot, so runs mix both.
+    if bytes.len().is_multiple_of(2) {
+        loaded
+    } else {
+        restored
+    }
+}
+
+/// What decides later runs: rows, flags, the high-water mark, and per live
+/// profile its creating event, counts and merges (by profile id).
+type State = (
+    Vec<IdentityRow>,
+    Vec<(String, String, bool)>,
+    Option<i64>,
+    Vec<(String, (i64, String), Vec<(String, u32)>, u32, u32)>,
+);
+
+fn state(g: &mut IdentityGraph) -> State {
+    let rows = g.identities();
+    let mut flags: Vec<(String, String, bool)> = g
+        .idents
+        .iter()
+        .map(|i| {
+            (
+                g.kinds[i.kind as usize].name.clone(),
+                i.value.to_string(),
+                i.restored,
+            )
+        })
+        .collect();
+    flags.sort();
+    let mut profiles = Vec::new();
+    for slot in 0..g.parent.len() as u32 {
+        if g.find(slot) == slot && g.profiles[slot as usize].identifiers > 0 {
+            let p = &g.profiles[slot as usize];
+            let mut counts: Vec<(String, u32)> = p
+                .counts
+                .iter()
+                .map(|&(k, n)| (g.kinds[k as usize].name.clone(), n))
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            counts.sort();
+            profiles.push((
+                p.id.to_string(),
+                (p.created.0, p.created.1.to_string()),
+                counts,
+                p.identifiers,
+                p.merges,
+            ));
+        }
+    }
+    profiles.sort();
+    (rows, flags, g.high_water(), profiles)
+}
+
+#[test]
+fn damaged_snapshots_are_refused() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(10, &[(USER_ID, "alice"), (ANONYMOUS_ID, "a1")]));
+    let bytes = g.snapshot();
+    for cut in [0, 3, 9, bytes.len() / 2, bytes.len() - 1] {
+        let err = IdentityGraph::from_snapshot(Rules::default(), &bytes[..cut]).unwrap_err();
+        assert!(err.contains("truncated"), "{cut}: {err}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = IdentityGraph::from_snapshot(Rules::default(), &longer).unwrap_err();
+    assert!(err.contains("1 bytes after"), "{err}");
+    let mut other = bytes;
+    other[0] = 99;
+    let err = IdentityGraph::from_snapshot(Rules::default(), &other).unwrap_err();
+    assert!(err.contains("format 99"), "{err}");
 }
 
 /// Resolve `batches` (in arrival order) one run each, the way `keystone
