@@ -428,8 +428,11 @@ pub async fn resolve(
         }
     }
     drop(events);
-    let (identity_batches, identifiers) = identity_batches(&mut graph)?;
-    let snapshot = graph.snapshot();
+    let order = graph.identity_order();
+    let identity_batches = identity_batches(&graph, &order)?;
+    let identifiers = order.len();
+    let snapshot = graph.snapshot_in(&order);
+    drop(order);
     report.identifiers = identifiers as u64;
     report.merges = merges.len() as u64;
     report.cuts = audit.len() as u64;
@@ -1068,8 +1071,9 @@ async fn restore_graph(lake: &Lake, ctx: &SessionContext, rules: &Rules) -> Resu
 
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// The graph's identities as batches of `identities` (and how many rows).
-fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usize)> {
+/// The graph's identities (in `order`, see [`IdentityGraph::identity_order`])
+/// as batches of `identities`.
+fn identity_batches(graph: &IdentityGraph, order: &[u32]) -> Result<Vec<RecordBatch>> {
     struct Builders {
         kind: StringBuilder,
         value: StringBuilder,
@@ -1109,7 +1113,7 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
     let mut out = Vec::new();
     let mut b = Builders::new();
     let mut failed = None;
-    let count = graph.for_each_identity(|r| {
+    graph.for_each_identity_in(order, |r| {
         b.kind.append_value(r.kind);
         b.value.append_value(r.value);
         b.profile.append_value(r.profile_id);
@@ -1131,7 +1135,7 @@ fn identity_batches(graph: &mut IdentityGraph) -> Result<(Vec<RecordBatch>, usiz
     if b.rows() > 0 || out.is_empty() {
         out.push(b.finish(&schema)?);
     }
-    Ok((out, count))
+    Ok(out)
 }
 
 fn audit_batch(rows: &[AuditRow], run_id: i64) -> Result<RecordBatch> {

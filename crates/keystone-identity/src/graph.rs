@@ -547,7 +547,16 @@ impl IdentityGraph {
     /// Call `f` with every linked identifier, sorted by type then value, as
     /// borrowed row of `identities` (no copy of the strings; what a writer
     /// of millions of rows wants). Returns how many there were.
-    pub fn for_each_identity(&mut self, mut f: impl FnMut(IdentityRef<'_>)) -> usize {
+    pub fn for_each_identity(&mut self, f: impl FnMut(IdentityRef<'_>)) -> usize {
+        let order = self.identity_order();
+        self.for_each_identity_in(&order, f);
+        order.len()
+    }
+
+    /// The linked identifiers, sorted by type then value: the row order of
+    /// `identities`, for [`IdentityGraph::for_each_identity_in`] and
+    /// [`IdentityGraph::snapshot_in`] (one sort for both).
+    pub fn identity_order(&mut self) -> Vec<u32> {
         // Every slot points at its root after this (full path compression).
         for s in 0..self.parent.len() as u32 {
             self.find(s);
@@ -574,8 +583,14 @@ impl IdentityGraph {
                 .cmp(&rank[ib.kind as usize])
                 .then_with(|| ia.value.cmp(&ib.value))
         });
+        order
+    }
+
+    /// Call `f` with the identifiers of `order`, from
+    /// [`IdentityGraph::identity_order`] with the graph unchanged since.
+    pub fn for_each_identity_in(&self, order: &[u32], mut f: impl FnMut(IdentityRef<'_>)) {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        for &i in &order {
+        for &i in order {
             let id = &self.idents[i as usize];
             let root = self.parent[id.slot as usize];
             let profile_id = self.profiles[root as usize]
@@ -591,7 +606,6 @@ impl IdentityGraph {
                 linked_by: &id.linked_by,
             });
         }
-        order.len()
     }
 
     /// Number of live profiles (not merged into another).
@@ -637,9 +651,13 @@ impl IdentityGraph {
     /// without the cost of interning and grouping millions of rows again.
     /// Linked identifiers come sorted by type and value, as in `identities`.
     pub fn snapshot(&mut self) -> Vec<u8> {
-        for s in 0..self.parent.len() as u32 {
-            self.find(s);
-        }
+        let order = self.identity_order();
+        self.snapshot_in(&order)
+    }
+
+    /// [`IdentityGraph::snapshot`] with the order of
+    /// [`IdentityGraph::identity_order`], the graph unchanged since.
+    pub fn snapshot_in(&self, order: &[u32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.idents.len() * 96 + self.profiles.len() * 72);
         let put_str = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -671,20 +689,11 @@ impl IdentityGraph {
                 out.extend_from_slice(&p.merges.to_le_bytes());
             }
         }
-        let mut order: Vec<u32> = (0..self.idents.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (ia, ib) = (&self.idents[a as usize], &self.idents[b as usize]);
-            (ia.slot == NO_PROFILE)
-                .cmp(&(ib.slot == NO_PROFILE))
-                .then_with(|| {
-                    self.kinds[ia.kind as usize]
-                        .name
-                        .cmp(&self.kinds[ib.kind as usize].name)
-                })
-                .then_with(|| ia.value.cmp(&ib.value))
-        });
-        out.extend_from_slice(&(order.len() as u64).to_le_bytes());
-        for &i in &order {
+        // Linked identifiers in table order, then the unlinked ones.
+        let unlinked =
+            (0..self.idents.len() as u32).filter(|&i| self.idents[i as usize].slot == NO_PROFILE);
+        out.extend_from_slice(&(self.idents.len() as u64).to_le_bytes());
+        for i in order.iter().copied().chain(unlinked) {
             let id = &self.idents[i as usize];
             let slot = if id.slot == NO_PROFILE {
                 NO_PROFILE
