@@ -454,18 +454,16 @@ fn finish(
     let mut names = vec!["profile_id", "user_id", "email", "phone"];
     let mut columns = vec![column("profile_id")?];
     columns.extend(ids);
-    for name in [
-        "first_seen",
-        "last_seen",
-        "event_count",
-        "order_count",
-        "revenue",
-        "last_order_at",
-        "traits",
-        "consents",
-    ]
-    .into_iter()
-    .chain(traits.iter().map(|t| t.name.as_str()))
+    // The aggregates, in `PROFILE_COLUMNS` order, then the computed traits;
+    // the RFM scores come last.
+    let aggregates = PROFILE_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !names.contains(c) && !c.starts_with("rfm_"))
+        .collect::<Vec<_>>();
+    for name in aggregates
+        .into_iter()
+        .chain(traits.iter().map(|t| t.name.as_str()))
     {
         names.push(name);
         columns.push(column(name)?);
