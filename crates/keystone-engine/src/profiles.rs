@@ -604,3 +604,78 @@ fn plain_strings(batch: RecordBatch) -> Result<RecordBatch> {
         columns,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array};
+    use datafusion::datasource::MemTable;
+
+    /// `quintiles` gives what the SQL it replaced gives: `cume_dist()` over
+    /// the buyers, ties sharing a score, nulls last, others null.
+    #[tokio::test]
+    async fn quintiles_match_sql_cume_dist() {
+        let n = 3000usize;
+        let mut seed = 7u64;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let orders: Int64Array = (0..n).map(|_| Some(next(4) as i64)).collect();
+        // Few distinct values, so ties are common; some nulls.
+        let money: Float64Array = (0..n)
+            .map(|_| (next(10) != 0).then(|| next(40) as f64 * 2.5))
+            .collect();
+        let days: Int64Array = (0..n)
+            .map(|_| (next(10) != 0).then(|| next(25) as i64))
+            .collect();
+        let row: Int64Array = (0..n as i64).map(Some).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, false),
+            Field::new("order_count", DataType::Int64, false),
+            Field::new("money", DataType::Float64, true),
+            Field::new("days", DataType::Int64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(row),
+            Arc::new(orders.clone()),
+            Arc::new(money.clone()),
+            Arc::new(days.clone()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+        let buyers: Vec<u32> = (0..n as u32)
+            .filter(|&i| orders.value(i as usize) > 0)
+            .collect();
+        for (column, values) in [
+            ("money", Arc::new(money) as ArrayRef),
+            ("days", Arc::new(days) as ArrayRef),
+        ] {
+            let sql = format!(
+                "SELECT CASE WHEN order_count > 0 THEN CAST(ceil(cume_dist() OVER \
+                 (PARTITION BY order_count > 0 ORDER BY {column}) * 5) AS INT) END AS s \
+                 FROM t ORDER BY i"
+            );
+            let got = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            let expected: Vec<Option<i32>> = got
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_primitive::<arrow::datatypes::Int32Type>()
+                        .iter()
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let ours: Vec<Option<i32>> = quintiles(&values, &buyers).unwrap().iter().collect();
+            assert_eq!(ours, expected, "{column}");
+            assert!(ours.contains(&Some(1)) && ours.contains(&Some(5)) && ours.contains(&None));
+        }
+    }
+}

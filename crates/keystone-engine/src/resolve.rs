@@ -93,6 +93,8 @@ const LEGACY_PROFILE_STATE: &str = "profile_state.parquet";
 pub const GRAPH_SNAPSHOT: &str = "identity_graph.bin";
 /// First bytes of [`GRAPH_SNAPSHOT`], before the events and identities versions.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KSGRAPH\0";
+/// The magic, then the events and the identities version (little-endian).
+const SNAPSHOT_HEADER: usize = 24;
 
 /// Rules and traits in force, saved after each run (`_keystone/identity.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,12 +151,12 @@ pub struct ResolveReport {
     /// building profiles, committing.
     pub load_secs: f64,
     pub read_secs: f64,
-    /// Wall time of the whole run (the identities commit overlaps the
-    /// profile build, so the phases add up to more).
-    pub total_secs: f64,
     pub graph_secs: f64,
     pub profile_secs: f64,
     pub commit_secs: f64,
+    /// Wall time of the whole run (the identities commit overlaps the
+    /// profile build, so the phases add up to more).
+    pub total_secs: f64,
 }
 
 /// Progress of a run, for a bar or a log line.
@@ -431,7 +433,9 @@ pub async fn resolve(
     let order = graph.identity_order();
     let identity_batches = identity_batches(&graph, &order)?;
     let identifiers = order.len();
-    let snapshot = graph.snapshot_in(&order);
+    // The header's versions are filled in once identities are committed.
+    let mut snapshot = vec![0u8; SNAPSHOT_HEADER];
+    graph.snapshot_into(&order, &mut snapshot);
     drop(order);
     report.identifiers = identifiers as u64;
     report.merges = merges.len() as u64;
@@ -921,20 +925,18 @@ fn truncate(mut value: String) -> String {
     value
 }
 
-/// Save the graph `snapshot` of the run that resolved `events_version` and
+/// Save the graph snapshot `bytes` (its first [`SNAPSHOT_HEADER`] bytes
+/// left for the header) of the run that resolved `events_version` and
 /// committed `identities_version` (both checked when it is loaded).
 async fn save_snapshot(
     lake: &Lake,
-    snapshot: Vec<u8>,
+    mut bytes: Vec<u8>,
     events_version: i64,
     identities_version: i64,
 ) -> Result<()> {
-    let mut bytes = Vec::with_capacity(snapshot.len() + 24);
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&events_version.to_le_bytes());
-    bytes.extend_from_slice(&identities_version.to_le_bytes());
-    bytes.extend_from_slice(&snapshot);
-    drop(snapshot);
+    bytes[..8].copy_from_slice(SNAPSHOT_MAGIC);
+    bytes[8..16].copy_from_slice(&events_version.to_le_bytes());
+    bytes[16..SNAPSHOT_HEADER].copy_from_slice(&identities_version.to_le_bytes());
     lake.write_state(GRAPH_SNAPSHOT, bytes).await?;
     Ok(())
 }
@@ -950,7 +952,7 @@ async fn load_snapshot(
     let Some(bytes) = lake.read_state(GRAPH_SNAPSHOT).await? else {
         return Ok(Err("no graph snapshot".to_string()));
     };
-    let Some((head, body)) = bytes.split_at_checked(24) else {
+    let Some((head, body)) = bytes.split_at_checked(SNAPSHOT_HEADER) else {
         return Ok(Err("graph snapshot truncated".to_string()));
     };
     let version = |at: usize| i64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());

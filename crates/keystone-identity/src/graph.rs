@@ -555,7 +555,7 @@ impl IdentityGraph {
 
     /// The linked identifiers, sorted by type then value: the row order of
     /// `identities`, for [`IdentityGraph::for_each_identity_in`] and
-    /// [`IdentityGraph::snapshot_in`] (one sort for both).
+    /// [`IdentityGraph::snapshot_into`] (one sort for both).
     pub fn identity_order(&mut self) -> Vec<u32> {
         // Every slot points at its root after this (full path compression).
         for s in 0..self.parent.len() as u32 {
@@ -652,13 +652,16 @@ impl IdentityGraph {
     /// Linked identifiers come sorted by type and value, as in `identities`.
     pub fn snapshot(&mut self) -> Vec<u8> {
         let order = self.identity_order();
-        self.snapshot_in(&order)
+        let mut out = Vec::new();
+        self.snapshot_into(&order, &mut out);
+        out
     }
 
-    /// [`IdentityGraph::snapshot`] with the order of
-    /// [`IdentityGraph::identity_order`], the graph unchanged since.
-    pub fn snapshot_in(&self, order: &[u32]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.idents.len() * 96 + self.profiles.len() * 72);
+    /// [`IdentityGraph::snapshot`] appended to `out` (after a caller's
+    /// header, without copying hundreds of megabytes again), with the order
+    /// of [`IdentityGraph::identity_order`], the graph unchanged since.
+    pub fn snapshot_into(&self, order: &[u32], out: &mut Vec<u8>) {
+        out.reserve(self.idents.len() * 96 + self.profiles.len() * 72);
         let put_str = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
@@ -666,7 +669,7 @@ impl IdentityGraph {
         out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
         out.extend_from_slice(&(self.kinds.len() as u32).to_le_bytes());
         for k in &self.kinds {
-            put_str(&mut out, &k.name);
+            put_str(out, &k.name);
         }
         // Live profiles holding an identifier, renumbered in slot order.
         let mut number = vec![NO_PROFILE; self.profiles.len()];
@@ -685,7 +688,7 @@ impl IdentityGraph {
             if number[slot] != NO_PROFILE {
                 out.extend_from_slice(p.id.as_bytes());
                 out.extend_from_slice(&p.created.0.to_le_bytes());
-                put_str(&mut out, &p.created.1);
+                put_str(out, &p.created.1);
                 out.extend_from_slice(&p.merges.to_le_bytes());
             }
         }
@@ -704,10 +707,9 @@ impl IdentityGraph {
             out.extend_from_slice(&slot.to_le_bytes());
             out.extend_from_slice(&id.first_seen.to_le_bytes());
             out.extend_from_slice(&id.last_seen.to_le_bytes());
-            put_str(&mut out, &id.value);
-            put_str(&mut out, &id.linked_by);
+            put_str(out, &id.value);
+            put_str(out, &id.linked_by);
         }
-        out
     }
 
     /// The graph saved by [`IdentityGraph::snapshot`], under `rules` (the
@@ -731,6 +733,12 @@ impl IdentityGraph {
             return Err("a type name is repeated".into());
         }
         let live = r.u32()? as usize;
+        if live > bytes.len() / 32 {
+            return Err(format!(
+                "{live} profiles cannot fit in {} bytes",
+                bytes.len()
+            ));
+        }
         g.profiles.reserve_exact(live);
         g.parent.reserve_exact(live);
         for slot in 0..live {

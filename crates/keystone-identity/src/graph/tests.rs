@@ -316,6 +316,12 @@ fn damaged_snapshots_are_refused() {
     longer.push(0);
     let err = IdentityGraph::from_snapshot(Rules::default(), &longer).unwrap_err();
     assert!(err.contains("1 bytes after"), "{err}");
+    // A count past what the bytes can hold is refused before any allocation.
+    let at = 8 + g.kinds.iter().map(|k| 4 + k.name.len()).sum::<usize>();
+    let mut huge = bytes.clone();
+    huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = IdentityGraph::from_snapshot(Rules::default(), &huge).unwrap_err();
+    assert!(err.contains("profiles cannot fit"), "{err}");
     let mut other = bytes;
     other[0] = 99;
     let err = IdentityGraph::from_snapshot(Rules::default(), &other).unwrap_err();
