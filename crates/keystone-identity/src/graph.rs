@@ -571,19 +571,27 @@ impl IdentityGraph {
         for (r, &k) in by_name.iter().enumerate() {
             rank[k as usize] = r as u16;
         }
-        let mut order: Vec<u32> = (0..self.idents.len() as u32)
+        // Sorted by a key held in place — the type's rank and the value's
+        // first bytes — so most comparisons do not follow a pointer to the
+        // value; equal keys fall back to the whole value.
+        let mut keyed: Vec<(u128, u32)> = (0..self.idents.len() as u32)
             .filter(|&i| self.idents[i as usize].slot != NO_PROFILE)
+            .map(|i| {
+                let id = &self.idents[i as usize];
+                (sort_key(rank[id.kind as usize], &id.value), i)
+            })
             .collect();
         // A stable sort finds runs already in order: the identifiers restored
         // from a sorted table come first, so a run after a restore only sorts
         // the new ones and merges.
-        order.sort_by(|&a, &b| {
-            let (ia, ib) = (&self.idents[a as usize], &self.idents[b as usize]);
-            rank[ia.kind as usize]
-                .cmp(&rank[ib.kind as usize])
-                .then_with(|| ia.value.cmp(&ib.value))
+        keyed.sort_by(|&(ka, a), &(kb, b)| {
+            ka.cmp(&kb).then_with(|| {
+                self.idents[a as usize]
+                    .value
+                    .cmp(&self.idents[b as usize].value)
+            })
         });
-        order
+        keyed.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Call `f` with the identifiers of `order`, from
@@ -936,6 +944,20 @@ pub fn resolve_in_order(
     let mut graph = IdentityGraph::new(rules);
     let resolutions = observations.iter().map(|o| graph.observe(o)).collect();
     (graph, resolutions)
+}
+
+/// Bytes of a value held in an identifier's sort key.
+const SORT_KEY_BYTES: usize = 14;
+
+/// The sort key of an identifier: its type's rank in the top 16 bits, then
+/// the first [`SORT_KEY_BYTES`] bytes of its value (zero-padded). Keys order
+/// as (rank, value) do wherever they differ; equal keys need the values.
+fn sort_key(rank: u16, value: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    bytes[..2].copy_from_slice(&rank.to_be_bytes());
+    let head = &value.as_bytes()[..value.len().min(SORT_KEY_BYTES)];
+    bytes[2..2 + head.len()].copy_from_slice(head);
+    u128::from_be_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -437,3 +437,48 @@ fn restored_identifiers_are_known_and_flagged() {
         .profile;
     assert_eq!(p, g.profile_of(&Identifier::new(USER_ID, "alice")));
 }
+
+/// Sort keys order identifiers as (type rank, value) do, on values built to
+/// trip a prefix key: shared heads longer than the key, one value the
+/// prefix of another, NUL bytes (which the key's padding also uses), and
+/// multi-byte characters cut by the key's end.
+#[test]
+fn sort_keys_order_like_rank_then_value() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let pieces = [
+        "",
+        "\0",
+        "a",
+        "b",
+        "é",
+        "marie.dupont",
+        "0123456789abcdef",
+        "\u{1F600}",
+    ];
+    let mut values: Vec<(u16, String)> = (0..3000)
+        .map(|_| {
+            let parts = rng.random_range(0..5);
+            let value: String = (0..parts)
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            (rng.random_range(0..3), value)
+        })
+        .collect();
+    let mut expected = values.clone();
+    expected.sort();
+    values.sort_by(|(ra, a), (rb, b)| {
+        sort_key(*ra, a)
+            .cmp(&sort_key(*rb, b))
+            .then_with(|| a.cmp(b))
+    });
+    assert_eq!(values, expected);
+    // Distinct keys alone decide: a key order never contradicts the values'.
+    for pair in expected.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            sort_key(a.0, &a.1) <= sort_key(b.0, &b.1),
+            "{a:?} then {b:?}"
+        );
+    }
+}
