@@ -4,6 +4,9 @@ tools connect).
   flight_clients.py stream URI KEY SQL
       one query, results read batch by batch (never whole): prints JSON
       {rows, bytes, seconds} — bytes are pyarrow's nbytes of every batch.
+  flight_clients.py latency URI KEY RUNS SQL
+      one connection runs SQL RUNS times, each result fetched whole:
+      prints JSON {runs, median_ms, min_ms, max_ms}.
   flight_clients.py concurrent URI KEY CLIENTS ROUNDS SQL [SQL...]
       CLIENTS threads, each with its own connection, run every SQL ROUNDS
       times; prints JSON {queries, p50_ms, p99_ms, max_ms, seconds}.
@@ -38,6 +41,20 @@ def stream(uri: str, key: str, sql: str) -> None:
             nbytes += batch.nbytes
         seconds = time.perf_counter() - started
     print(json.dumps({"rows": rows, "bytes": nbytes, "seconds": round(seconds, 3)}))
+
+
+def latency(uri: str, key: str, runs: int, sql: str) -> None:
+    times: list[float] = []
+    with connect(uri, key) as conn, conn.cursor() as cur:
+        for _ in range(runs):
+            t = time.perf_counter()
+            cur.execute(sql)
+            cur.fetch_arrow_table()
+            times.append((time.perf_counter() - t) * 1000)
+    print(json.dumps({
+        "runs": runs, "median_ms": round(statistics.median(times), 2),
+        "min_ms": round(min(times), 2), "max_ms": round(max(times), 2),
+    }))
 
 
 def concurrent(uri: str, key: str, clients: int, rounds: int, queries: list[str]) -> None:
@@ -83,6 +100,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "stream":
         stream(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif mode == "latency":
+        latency(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     elif mode == "concurrent":
         concurrent(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:])
     else:
