@@ -157,15 +157,17 @@ impl Engine {
         } = self.find_person(subjects).await?;
 
         // The saved aggregate states of the profile build hold traits and
-        // consents (of any profile the person's events reached): dropped
-        // first, so the next resolve rebuilds profiles from what remains.
-        self.lake()
-            .delete_state(crate::resolve::PROFILE_STATE)
-            .await?;
-        // So does the identity graph's snapshot (the person's identifiers).
-        self.lake()
-            .delete_state(crate::resolve::GRAPH_SNAPSHOT)
-            .await?;
+        // consents (of any profile the person's events reached), also in
+        // the Parquet file of earlier versions if no run replaced it, and
+        // the identity graph's snapshot holds the person's identifiers:
+        // dropped first, so the next resolve rebuilds from what remains.
+        for state in [
+            crate::resolve::PROFILE_STATE,
+            crate::resolve::LEGACY_PROFILE_STATE,
+            crate::resolve::GRAPH_SNAPSHOT,
+        ] {
+            self.lake().delete_state(state).await?;
+        }
         let mut removed = BTreeMap::new();
         let mut touched: Vec<&TableSpec> = Vec::new();
         // Events: by identifier columns, and any other event resolved to them.

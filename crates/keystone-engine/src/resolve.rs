@@ -87,7 +87,7 @@ pub const DEFAULT_PROFILE_REFRESH_SECS: u64 = 24 * 3600;
 /// The aggregate states of the last profile build (`_keystone/profile_state.arrow`).
 pub const PROFILE_STATE: &str = "profile_state.arrow";
 /// Where earlier builds kept them, as Parquet.
-const LEGACY_PROFILE_STATE: &str = "profile_state.parquet";
+pub(crate) const LEGACY_PROFILE_STATE: &str = "profile_state.parquet";
 
 /// The identity graph as the last run left it (`_keystone/identity_graph.bin`).
 pub const GRAPH_SNAPSHOT: &str = "identity_graph.bin";
@@ -962,7 +962,7 @@ async fn load_snapshot(
     let (events_version, identities_version) = (version(8), version(16));
     if events_version != watermark {
         return Ok(Err(format!(
-            "graph snapshot of events version {events_version}, identities of {watermark}"
+            "graph snapshot of events version {events_version}, the last run resolved {watermark}"
         )));
     }
     let now = match lake.load(&IDENTITIES).await? {

@@ -494,11 +494,15 @@ fn profiles_are_rebuilt_from_every_event_on_schedule_after_a_trait_change_or_an_
         &lake,
         "SELECT email FROM profiles WHERE email IS NOT NULL ORDER BY email LIMIT 1",
     );
+    // States left as Parquet by an earlier version go too.
+    let legacy = lake.join("_keystone").join("profile_state.parquet");
+    std::fs::write(&legacy, b"states of an earlier version").unwrap();
     ok(&lake, &["forget", &format!("email:{}", email[0])]);
     assert!(
         !lake.join("_keystone").join("profile_state.arrow").exists(),
         "the saved states survived the erasure"
     );
+    assert!(!legacy.exists(), "the earlier states survived the erasure");
     assert!(
         !lake.join("_keystone").join("identity_graph.bin").exists(),
         "the graph snapshot survived the erasure"
