@@ -750,7 +750,7 @@ impl IdentityGraph {
         g.profiles.reserve_exact(live);
         g.parent.reserve_exact(live);
         for slot in 0..live {
-            let id = uuid::Uuid::from_bytes(r.take(16)?.try_into().map_err(|_| "uuid")?);
+            let id = uuid::Uuid::from_bytes(r.array()?);
             let created = (r.i64()?, r.str()?.into());
             let merges = r.u32()?;
             g.profiles.push(Profile {
@@ -831,25 +831,24 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(out)
     }
+    /// The next `N` bytes as an array (for the `from_le_bytes` readers).
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let at = self.at;
+        self.take(N)?
+            .try_into()
+            .map_err(|_| format!("truncated at byte {at}"))
+    }
     fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().unwrap_or_default(),
-        ))
+        self.array().map(u16::from_le_bytes)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().unwrap_or_default(),
-        ))
+        self.array().map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().unwrap_or_default(),
-        ))
+        self.array().map(u64::from_le_bytes)
     }
     fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().unwrap_or_default(),
-        ))
+        self.array().map(i64::from_le_bytes)
     }
     fn str(&mut self) -> Result<&'a str, String> {
         let n = self.u32()? as usize;
