@@ -63,6 +63,10 @@ const SEGMENTS_MAX_AGE: Duration = Duration::from_secs(2);
 /// nothing after that).
 const PLANNED_MAX_AGE: Duration = Duration::from_secs(10);
 const PLANNED_MAX: usize = 64;
+/// How long the plan a CreatePreparedStatement made waits for the first
+/// GetFlightInfo: clients that execute at once (ADBC) skip a plan, while a
+/// statement prepared ahead plans afresh and sees the data of its execution.
+const PREPARED_PLAN_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The action ADBC sends when a connection closes.
 const CLOSE_SESSION: &str = "CloseSession";
@@ -89,15 +93,42 @@ struct Prepared {
     last_used: Instant,
 }
 
-/// A statement planned for GetFlightInfo, kept for the DoGet that follows it
-/// so the query is not parsed, checked and planned a second time; the DoGet
-/// also runs exactly the plan whose schema the FlightInfo announced.
+/// A query planned by one call, kept for the call that follows it so the
+/// query is not parsed, checked and planned again: a statement's DoGet runs
+/// the plan its GetFlightInfo made, and a prepared statement's first
+/// GetFlightInfo and each DoGet run the plan the call before made (ADBC's
+/// `execute` is CreatePreparedStatement, GetFlightInfo, DoGet: one plan
+/// instead of three). A DoGet also runs exactly the plan whose schema the
+/// FlightInfo announced.
 struct Planned {
     key_id: String,
-    sql: String,
+    what: PlanOf,
     ctx: SessionContext,
     plan: LogicalPlan,
     at: Instant,
+}
+
+/// What a kept plan was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlanOf {
+    /// A statement, by its SQL (which is also its ticket).
+    Statement(String),
+    /// A prepared statement by its handle, planned at its creation, without
+    /// parameters.
+    Prepared(String),
+    /// A prepared statement by its handle, with the parameters bound when
+    /// its GetFlightInfo planned it; dropped when new parameters arrive.
+    PreparedBound(String),
+}
+
+impl PlanOf {
+    /// How long a plan kept for this may wait for its use.
+    fn max_age(&self) -> Duration {
+        match self {
+            PlanOf::Prepared(_) => PREPARED_PLAN_MAX_AGE,
+            PlanOf::Statement(_) | PlanOf::PreparedBound(_) => PLANNED_MAX_AGE,
+        }
+    }
 }
 
 /// Counts a running query until its stream is dropped (finished, failed or
@@ -126,6 +157,11 @@ fn timed_out(timeout: Duration) -> Status {
         "the query ran longer than a query may ([flight] query_timeout_secs = {})",
         timeout.as_secs()
     ))
+}
+
+/// A prepared statement's handle as the key of Keystone's maps.
+fn handle_of(handle: &[u8]) -> String {
+    String::from_utf8_lossy(handle).into_owned()
 }
 
 fn quote_ident(name: &str) -> String {
@@ -357,18 +393,18 @@ impl KeystoneFlight {
     fn keep_planned(
         &self,
         principal: &Principal,
-        sql: &str,
+        what: PlanOf,
         ctx: SessionContext,
         plan: LogicalPlan,
     ) -> Result<(), Status> {
         let mut planned = self.planned.lock().map_err(internal)?;
-        planned.retain(|p| p.at.elapsed() < PLANNED_MAX_AGE);
+        planned.retain(|p| p.at.elapsed() < p.what.max_age());
         while planned.len() >= PLANNED_MAX {
             planned.pop_front();
         }
         planned.push_back(Planned {
             key_id: principal.key_id.clone(),
-            sql: sql.to_string(),
+            what,
             ctx,
             plan,
             at: Instant::now(),
@@ -376,20 +412,27 @@ impl KeystoneFlight {
         Ok(())
     }
 
-    /// The plan GetFlightInfo made for `sql` and this key, if it is still
-    /// fresh; each plan is used once.
+    /// The plan kept for `what` and this key, if it is still fresh; each
+    /// plan is used once.
     fn take_planned(
         &self,
         principal: &Principal,
-        sql: &str,
+        what: &PlanOf,
     ) -> Result<Option<(SessionContext, LogicalPlan)>, Status> {
         let mut planned = self.planned.lock().map_err(internal)?;
         let found = planned.iter().position(|p| {
-            p.key_id == principal.key_id && p.sql == sql && p.at.elapsed() < PLANNED_MAX_AGE
+            p.key_id == principal.key_id && &p.what == what && p.at.elapsed() < what.max_age()
         });
         Ok(found
             .and_then(|i| planned.remove(i))
             .map(|p| (p.ctx, p.plan)))
+    }
+
+    /// Drop the plans kept for `what` (its parameters changed, or it closed).
+    fn forget_planned(&self, what: &[PlanOf]) -> Result<(), Status> {
+        let mut planned = self.planned.lock().map_err(internal)?;
+        planned.retain(|p| !what.contains(&p.what));
+        Ok(())
     }
 
     fn remember(&self, principal: &Principal, sql: String) -> Result<String, Status> {
@@ -424,9 +467,9 @@ impl KeystoneFlight {
         principal: &Principal,
         handle: &[u8],
     ) -> Result<(String, Option<RecordBatch>), Status> {
-        let handle = String::from_utf8_lossy(handle);
+        let handle = handle_of(handle);
         let mut prepared = self.prepared.lock().map_err(internal)?;
-        match prepared.get_mut(handle.as_ref()) {
+        match prepared.get_mut(&handle) {
             Some(p) if p.key_id == principal.key_id => {
                 p.last_used = Instant::now();
                 Ok((p.sql.clone(), p.params.clone()))
@@ -604,7 +647,12 @@ impl FlightSqlService for KeystoneFlight {
         let principal = self.principal(&request).await?;
         let (ctx, plan) = self.plan(&principal, &query.query).await?;
         let schema = flight_schema(plan.schema().as_arrow());
-        self.keep_planned(&principal, &query.query, ctx, plan)?;
+        self.keep_planned(
+            &principal,
+            PlanOf::Statement(query.query.clone()),
+            ctx,
+            plan,
+        )?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -623,7 +671,7 @@ impl FlightSqlService for KeystoneFlight {
         let principal = self.principal(&request).await?;
         let sql = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let planned = self.take_planned(&principal, &sql)?;
+        let planned = self.take_planned(&principal, &PlanOf::Statement(sql.clone()))?;
         self.execute(&principal, &sql, None, planned).await
     }
 
@@ -634,9 +682,14 @@ impl FlightSqlService for KeystoneFlight {
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request).await?;
         let (sql, params) = self.recall(&principal, &cmd.prepared_statement_handle)?;
-        let (_, plan) = self.plan(&principal, &sql).await?;
+        let handle = handle_of(&cmd.prepared_statement_handle);
+        let (ctx, plan) = match self.take_planned(&principal, &PlanOf::Prepared(handle.clone()))? {
+            Some(planned) => planned,
+            None => self.plan(&principal, &sql).await?,
+        };
         let plan = Self::bind(plan, params.as_ref())?;
         let schema = flight_schema(plan.schema().as_arrow());
+        self.keep_planned(&principal, PlanOf::PreparedBound(handle), ctx, plan)?;
         flight_info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
     }
 
@@ -647,7 +700,12 @@ impl FlightSqlService for KeystoneFlight {
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request).await?;
         let (sql, params) = self.recall(&principal, &cmd.prepared_statement_handle)?;
-        self.execute(&principal, &sql, params.as_ref(), None).await
+        let handle = handle_of(&cmd.prepared_statement_handle);
+        match self.take_planned(&principal, &PlanOf::PreparedBound(handle))? {
+            // Planned with these parameters by its GetFlightInfo.
+            Some(planned) => self.execute(&principal, &sql, None, Some(planned)).await,
+            None => self.execute(&principal, &sql, params.as_ref(), None).await,
+        }
     }
 
     async fn do_action_create_prepared_statement(
@@ -656,7 +714,7 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.principal(&request).await?;
-        let (_, plan) = self.plan(&principal, &query.query).await?;
+        let (ctx, plan) = self.plan(&principal, &query.query).await?;
         let types = plan.get_parameter_types().map_err(|e| status_of(&e))?;
         let mut numbered: Vec<(usize, Option<DataType>)> = types
             .into_iter()
@@ -671,6 +729,7 @@ impl FlightSqlService for KeystoneFlight {
         );
         let dataset_schema = flight_schema(plan.schema().as_arrow());
         let handle = self.remember(&principal, query.query)?;
+        self.keep_planned(&principal, PlanOf::Prepared(handle.clone()), ctx, plan)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: schema_bytes(&dataset_schema)?,
@@ -701,12 +760,16 @@ impl FlightSqlService for KeystoneFlight {
                     .map_err(|e| Status::invalid_argument(format!("parameters: {e}")))?,
             ),
         };
-        let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).to_string();
-        let mut prepared = self.prepared.lock().map_err(internal)?;
-        if let Some(p) = prepared.get_mut(&handle) {
-            p.params = params;
-            p.last_used = Instant::now();
+        let handle = handle_of(&cmd.prepared_statement_handle);
+        {
+            let mut prepared = self.prepared.lock().map_err(internal)?;
+            if let Some(p) = prepared.get_mut(&handle) {
+                p.params = params;
+                p.last_used = Instant::now();
+            }
         }
+        // A plan bound to the previous parameters must not run.
+        self.forget_planned(&[PlanOf::PreparedBound(handle)])?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(cmd.prepared_statement_handle),
         })
@@ -718,13 +781,22 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let principal = self.principal(&request).await?;
-        let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
-        let mut prepared = self.prepared.lock().map_err(internal)?;
-        if prepared
-            .get(&handle)
-            .is_some_and(|p| p.key_id == principal.key_id)
-        {
-            prepared.remove(&handle);
+        let handle = handle_of(&query.prepared_statement_handle);
+        let owned = {
+            let mut prepared = self.prepared.lock().map_err(internal)?;
+            let owned = prepared
+                .get(&handle)
+                .is_some_and(|p| p.key_id == principal.key_id);
+            if owned {
+                prepared.remove(&handle);
+            }
+            owned
+        };
+        if owned {
+            self.forget_planned(&[
+                PlanOf::Prepared(handle.clone()),
+                PlanOf::PreparedBound(handle),
+            ])?;
         }
         Ok(())
     }

@@ -310,6 +310,100 @@ async fn prepared_statements_bind_question_mark_parameters() {
     assert!(m.contains("one row"), "{m}");
 }
 
+/// A prepared statement re-planned or re-used across its calls (the plan of
+/// one call serves the next) always runs with its latest parameters and, once
+/// executed again, sees the data committed since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_run_with_their_latest_parameters_and_data() {
+    let server = Server::start(FlightConfig::default()).await;
+    let mut client = server.client(&server.keys.admin).await;
+    let mut stmt = client
+        .prepare(
+            "SELECT message_id FROM events WHERE type = ? ORDER BY message_id".into(),
+            None,
+        )
+        .await
+        .expect("prepare");
+    let of_type = |t: &str| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("$1", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec![t.to_string()]))],
+        )
+        .expect("params")
+    };
+    let ids = |batches: &[RecordBatch]| -> Vec<String> {
+        strings(batches, "message_id")
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    stmt.set_parameters(of_type("track")).expect("bind");
+    let tracks = stmt.execute().await.expect("execute");
+    assert_eq!(ids(&fetch(&mut client, &tracks).await), ["m2", "m3"]);
+    // The same ticket fetched again runs again, with the same parameters.
+    assert_eq!(ids(&fetch(&mut client, &tracks).await), ["m2", "m3"]);
+
+    // New parameters after a GetFlightInfo: the plan bound to the old ones
+    // is dropped, whichever FlightInfo's ticket is fetched.
+    stmt.set_parameters(of_type("track")).expect("bind");
+    let stale = stmt.execute().await.expect("execute");
+    stmt.set_parameters(of_type("identify")).expect("bind");
+    let identifies = stmt.execute().await.expect("execute");
+    assert_eq!(ids(&fetch(&mut client, &stale).await), ["m1", "m4"]);
+    assert_eq!(ids(&fetch(&mut client, &identifies).await), ["m1", "m4"]);
+
+    // Events committed after the statement was prepared and first run.
+    let more = server._dir.path().join("more.ndjson");
+    std::fs::write(
+        &more,
+        r#"{"type":"track","messageId":"m6","anonymousId":"a9","event":"Product Added","timestamp":"2026-11-06T10:00:00Z"}"#,
+    )
+    .expect("write");
+    ingest_files(
+        &server.lake,
+        &[more],
+        &IngestOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("ingest");
+    stmt.set_parameters(of_type("track")).expect("bind");
+    let info = stmt.execute().await.expect("execute");
+    assert_eq!(ids(&fetch(&mut client, &info).await), ["m2", "m3", "m6"]);
+
+    // A statement prepared ahead of its data, then executed once its
+    // creation plan has expired, sees the data of its execution.
+    let mut count = client
+        .prepare("SELECT count(*) AS n FROM events".into(), None)
+        .await
+        .expect("prepare");
+    let later = server._dir.path().join("later.ndjson");
+    std::fs::write(
+        &later,
+        r#"{"type":"page","messageId":"m7","anonymousId":"a9","timestamp":"2026-11-07T10:00:00Z"}"#,
+    )
+    .expect("write");
+    ingest_files(
+        &server.lake,
+        &[later],
+        &IngestOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("ingest");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let info = count.execute().await.expect("execute");
+    let batches = fetch(&mut client, &info).await;
+    let n = batches[0]
+        .column_by_name("n")
+        .expect("n")
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    assert_eq!(n, 7);
+    stmt.close().await.expect("close");
+    count.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_map_to_grpc_codes_and_name_the_problem() {
     let server = Server::start(FlightConfig::default()).await;
