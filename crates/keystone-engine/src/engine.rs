@@ -107,7 +107,12 @@ impl Engine {
         let mut runtime = builder.build()?;
         runtime.cache_manager = shared.cache_manager.clone();
         runtime.disk_manager = shared.disk_manager.clone();
-        build_context(Arc::new(runtime), catalog)
+        let mut config = session_config()?;
+        if std::env::var_os(TARGET_PARTITIONS_VAR).is_none() {
+            let partitions = config.target_partitions() * SERVED_PARTITIONS_PER_CORE;
+            config = config.with_target_partitions(partitions);
+        }
+        context_with(config, Arc::new(runtime), catalog)
     }
 
     /// Re-read the segment definitions (another process may have changed them).
@@ -181,6 +186,18 @@ impl Engine {
     }
 }
 
+/// The variable that sets DataFusion's `target_partitions`.
+const TARGET_PARTITIONS_VAR: &str = "DATAFUSION_EXECUTION_TARGET_PARTITIONS";
+
+/// Plan partitions per core of a served query (Flight SQL), unless
+/// [`TARGET_PARTITIONS_VAR`] says otherwise. Twice the cores lets one
+/// partition compute while another waits for its file reads, and evens out
+/// skewed partitions: the analyst query suite ran 6 % faster (geometric
+/// mean, 1 M events, 2 cores; `benches/RESULTS.md`). Batch jobs (resolve,
+/// segment materialisation, `keystone sql`) keep one partition per core,
+/// which bounds their memory.
+const SERVED_PARTITIONS_PER_CORE: usize = 2;
+
 /// The configuration of every Keystone session: DataFusion's defaults, then
 /// any `DATAFUSION_*` environment variable (DataFusion's own names, e.g.
 /// `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`), so an operator can tune the
@@ -227,7 +244,15 @@ pub(crate) fn build_context(
     runtime: Arc<RuntimeEnv>,
     catalog: Arc<dyn CatalogProvider>,
 ) -> Result<SessionContext> {
-    let config = session_config()?
+    context_with(session_config()?, runtime, catalog)
+}
+
+fn context_with(
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    catalog: Arc<dyn CatalogProvider>,
+) -> Result<SessionContext> {
+    let config = config
         .with_default_catalog_and_schema(CATALOG, PUBLIC)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
@@ -247,4 +272,35 @@ pub(crate) fn build_context(
 
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A served query plans with twice the partitions of a batch job, unless
+    /// the operator set them; everything else of the session is the same.
+    #[tokio::test]
+    async fn served_sessions_plan_twice_the_partitions_of_batch_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(dir.path().to_str().expect("utf8")).expect("lake");
+        let engine = Engine::open(lake).await.expect("engine");
+        let batch = engine.context().copied_config();
+        let served = engine
+            .session(&SessionOptions::default())
+            .expect("session")
+            .copied_config();
+        let expected = if std::env::var_os(TARGET_PARTITIONS_VAR).is_some() {
+            batch.target_partitions()
+        } else {
+            batch.target_partitions() * SERVED_PARTITIONS_PER_CORE
+        };
+        assert_eq!(served.target_partitions(), expected);
+        assert_eq!(served.batch_size(), batch.batch_size());
+        assert_eq!(
+            served.options().catalog.default_catalog,
+            batch.options().catalog.default_catalog
+        );
+        assert!(!served.options().optimizer.enable_leaf_expression_pushdown);
+    }
 }
