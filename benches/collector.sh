@@ -21,7 +21,8 @@ bin="${KEYSTONE_BIN:-$target_dir/release/keystone}"
 load="${HTTP_LOAD:-$(ls -t "$target_dir"/release/deps/http_load-* | grep -v '\.d$' | head -1)}"
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
-port=$((20000 + RANDOM % 20000))
+. benches/lib.sh
+port=$(free_port)
 # $pid is /usr/bin/time; the server is its child.
 stop_server() { pkill -TERM -P "$pid" 2>/dev/null || true; wait "$pid" || true; pid=; }
 cleanup() {
@@ -34,7 +35,7 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $secs s 
 key=$("$bin" --quiet --lake "$work/lake" keys create --role collector --name bench)
 /usr/bin/time -f "%e %M" -o "$work/serve.time" "$bin" --lake "$work/lake" serve --http "127.0.0.1:$port" --no-flight --wal "$work/wal" 2> "$work/serve.log" &
 pid=$!
-for _ in $(seq 100); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+wait_serving "$pid" "$port" "$work/serve.log"
 
 run() { "$load" --url "http://127.0.0.1:$port" --key "$key" --seconds "$secs" "$@" | tee -a "$work/cases"; }
 run --batch 100 --connections 16

@@ -20,7 +20,8 @@ py="${KEYSTONE_VENV:-.venv}/bin/python"
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
 k=("$bin" --quiet --lake "$work/lake")
-http=$((20000 + RANDOM % 20000)); port=$((http + 1))
+. benches/lib.sh
+http=$(free_port); port=$(free_port)
 cleanup() {
   if [ -n "${pid:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$work"; fi
@@ -48,7 +49,7 @@ key=$("${k[@]}" keys create --role admin --name bench)
 
 "$bin" --quiet --lake "$work/lake" serve --http "127.0.0.1:$http" --flight "127.0.0.1:$port" --wal "$work/wal" &
 pid=$!
-for _ in $(seq 300); do curl -sf "127.0.0.1:$http/health" >/dev/null && break; sleep 0.1; done
+wait_serving "$pid" "$http"
 uri="grpc://127.0.0.1:$port"
 sql="SELECT * FROM events"
 

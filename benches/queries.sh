@@ -16,7 +16,8 @@ py="${KEYSTONE_VENV:-.venv}/bin/python"
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
 k=("$bin" --quiet --lake "$work/lake")
-http=$((20000 + RANDOM % 20000)); port=$((http + 1))
+. benches/lib.sh
+http=$(free_port); port=$(free_port)
 cleanup() {
   if [ -n "${pid:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$work"; fi
@@ -38,5 +39,5 @@ key=$("${k[@]}" keys create --role admin --name queries)
 printf '[flight]\nquery_memory_limit_bytes = 8589934592\n' > "$work/queries.toml"
 "$bin" --quiet --lake "$work/lake" --config "$work/queries.toml" serve --http "127.0.0.1:$http" --flight "127.0.0.1:$port" --wal "$work/wal" &
 pid=$!
-for _ in $(seq 300); do curl -sf "127.0.0.1:$http/health" >/dev/null && break; sleep 0.1; done
+wait_serving "$pid" "$http"
 "$py" -W ignore benches/queries.py "$work/lake" "grpc://127.0.0.1:$port" "$key" "$runs"

@@ -52,8 +52,9 @@ pid=
 stop_server() { if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; pid=; fi; }
 cleanup() { stop_server; if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
-wait_health() { for _ in $(seq 300); do curl -sf "127.0.0.1:$port/health" >/dev/null && return 0; sleep 0.1; done; echo "serve did not start" >&2; exit 1; }
+. benches/lib.sh
+port=$(free_port); flight_port=$(free_port)
+wait_health() { wait_serving "$pid" "$port" "$work/serve.log" || exit 1; }
 
 # record PHASE RUN KEY=VALUE... : one JSON line of results.
 record() {
@@ -181,10 +182,10 @@ if [ "$members" -le 0 ]; then echo "WRONG: no segment member materialised" >&2; 
 echo "== query suite (Keystone over Flight SQL, DuckDB, scan floor)"
 admin=$("${k[@]}" keys create --role admin --name bench)
 printf '[flight]\nquery_memory_limit_bytes = 8589934592\n' > "$work/queries.toml"
-"$bin" --quiet --lake "$work/lake" --config "$work/queries.toml" serve --http "127.0.0.1:$port" --flight "127.0.0.1:$((port + 1))" --wal "$work/wal" 2> "$work/serve.log" &
+"$bin" --quiet --lake "$work/lake" --config "$work/queries.toml" serve --http "127.0.0.1:$port" --flight "127.0.0.1:$flight_port" --wal "$work/wal" 2> "$work/serve.log" &
 pid=$!
 wait_health
-"$py" -W ignore benches/queries.py "$work/lake" "grpc://127.0.0.1:$((port + 1))" "$admin" "$runs" | tee "$work/queries.jsonl"
+"$py" -W ignore benches/queries.py "$work/lake" "grpc://127.0.0.1:$flight_port" "$admin" "$runs" | tee "$work/queries.jsonl"
 stop_server
 
 "$py" benches/report.py "$scale" "$runs" "$results" "$work/queries.jsonl" benches/RESULTS.md
