@@ -109,6 +109,20 @@ impl Server {
             .expect("connect")
     }
 
+    /// Ingest `ndjson` as the file `name`, the way `keystone ingest` does.
+    async fn ingest(&self, name: &str, ndjson: &str) {
+        let file = self._dir.path().join(name);
+        std::fs::write(&file, ndjson).expect("write events");
+        ingest_files(
+            &self.lake,
+            &[file],
+            &IngestOptions::default(),
+            &mut |_, _| {},
+        )
+        .await
+        .expect("ingest");
+    }
+
     async fn client(&self, key: &str) -> Client {
         let mut client = FlightSqlServiceClient::new(self.channel().await);
         client.set_header("authorization", format!("Bearer {key}"));
@@ -353,20 +367,12 @@ async fn prepared_statements_run_with_their_latest_parameters_and_data() {
     assert_eq!(ids(&fetch(&mut client, &identifies).await), ["m1", "m4"]);
 
     // Events committed after the statement was prepared and first run.
-    let more = server._dir.path().join("more.ndjson");
-    std::fs::write(
-        &more,
-        r#"{"type":"track","messageId":"m6","anonymousId":"a9","event":"Product Added","timestamp":"2026-11-06T10:00:00Z"}"#,
-    )
-    .expect("write");
-    ingest_files(
-        &server.lake,
-        &[more],
-        &IngestOptions::default(),
-        &mut |_, _| {},
-    )
-    .await
-    .expect("ingest");
+    server
+        .ingest(
+            "more.ndjson",
+            r#"{"type":"track","messageId":"m6","anonymousId":"a9","event":"Product Added","timestamp":"2026-11-06T10:00:00Z"}"#,
+        )
+        .await;
     stmt.set_parameters(of_type("track")).expect("bind");
     let info = stmt.execute().await.expect("execute");
     assert_eq!(ids(&fetch(&mut client, &info).await), ["m2", "m3", "m6"]);
@@ -377,20 +383,12 @@ async fn prepared_statements_run_with_their_latest_parameters_and_data() {
         .prepare("SELECT count(*) AS n FROM events".into(), None)
         .await
         .expect("prepare");
-    let later = server._dir.path().join("later.ndjson");
-    std::fs::write(
-        &later,
-        r#"{"type":"page","messageId":"m7","anonymousId":"a9","timestamp":"2026-11-07T10:00:00Z"}"#,
-    )
-    .expect("write");
-    ingest_files(
-        &server.lake,
-        &[later],
-        &IngestOptions::default(),
-        &mut |_, _| {},
-    )
-    .await
-    .expect("ingest");
+    server
+        .ingest(
+            "later.ndjson",
+            r#"{"type":"page","messageId":"m7","anonymousId":"a9","timestamp":"2026-11-07T10:00:00Z"}"#,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let info = count.execute().await.expect("execute");
     let batches = fetch(&mut client, &info).await;
@@ -926,21 +924,13 @@ async fn a_statement_ticket_runs_with_the_rights_of_the_key_that_fetches_it() {
     assert_eq!(strings(&fetch(&mut admin, &info).await, "email"), clear);
 
     // A new GetFlightInfo plans over the lake as it is now.
-    let file = server._dir.path().join("more.ndjson");
-    std::fs::write(
-        &file,
-        r#"{"type":"identify","messageId":"m6","userId":"u3","timestamp":"2026-11-06T10:00:00Z","traits":{"email":"cy@example.org"}}
+    server
+        .ingest(
+            "more.ndjson",
+            r#"{"type":"identify","messageId":"m6","userId":"u3","timestamp":"2026-11-06T10:00:00Z","traits":{"email":"cy@example.org"}}
 "#,
-    )
-    .expect("write");
-    ingest_files(
-        &server.lake,
-        &[file],
-        &IngestOptions::default(),
-        &mut |_, _| {},
-    )
-    .await
-    .expect("ingest");
+        )
+        .await;
     let (_, now) = query(&mut admin, sql).await;
     assert_eq!(strings(&now, "email").len(), 3);
 }
