@@ -107,12 +107,7 @@ impl Engine {
         let mut runtime = builder.build()?;
         runtime.cache_manager = shared.cache_manager.clone();
         runtime.disk_manager = shared.disk_manager.clone();
-        let mut config = session_config()?;
-        if std::env::var_os(TARGET_PARTITIONS_VAR).is_none() {
-            let partitions = config.target_partitions() * SERVED_PARTITIONS_PER_CORE;
-            config = config.with_target_partitions(partitions);
-        }
-        context_with(config, Arc::new(runtime), catalog)
+        context_with(served_session_config()?, Arc::new(runtime), catalog)
     }
 
     /// Re-read the segment definitions (another process may have changed them).
@@ -211,6 +206,22 @@ const SERVED_PARTITIONS_PER_CORE: usize = 2;
 pub(crate) fn session_config() -> Result<SessionConfig> {
     static CONFIG: LazyLock<std::result::Result<SessionConfig, String>> =
         LazyLock::new(config_from_env);
+    CONFIG
+        .clone()
+        .map_err(|e| DataFusionError::Configuration(e).into())
+}
+
+/// [`session_config`] with [`SERVED_PARTITIONS_PER_CORE`] partitions per
+/// core unless [`TARGET_PARTITIONS_VAR`] set them, derived once per process.
+fn served_session_config() -> Result<SessionConfig> {
+    static CONFIG: LazyLock<std::result::Result<SessionConfig, String>> = LazyLock::new(|| {
+        let config = config_from_env()?;
+        if std::env::var_os(TARGET_PARTITIONS_VAR).is_some() {
+            return Ok(config);
+        }
+        let partitions = config.target_partitions() * SERVED_PARTITIONS_PER_CORE;
+        Ok(config.with_target_partitions(partitions))
+    });
     CONFIG
         .clone()
         .map_err(|e| DataFusionError::Configuration(e).into())

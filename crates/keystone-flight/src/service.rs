@@ -465,11 +465,10 @@ impl KeystoneFlight {
     fn recall(
         &self,
         principal: &Principal,
-        handle: &[u8],
+        handle: &str,
     ) -> Result<(String, Option<RecordBatch>), Status> {
-        let handle = handle_of(handle);
         let mut prepared = self.prepared.lock().map_err(internal)?;
-        match prepared.get_mut(&handle) {
+        match prepared.get_mut(handle) {
             Some(p) if p.key_id == principal.key_id => {
                 p.last_used = Instant::now();
                 Ok((p.sql.clone(), p.params.clone()))
@@ -681,8 +680,8 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request).await?;
-        let (sql, params) = self.recall(&principal, &cmd.prepared_statement_handle)?;
         let handle = handle_of(&cmd.prepared_statement_handle);
+        let (sql, params) = self.recall(&principal, &handle)?;
         let (ctx, plan) = match self.take_planned(&principal, &PlanOf::Prepared(handle.clone()))? {
             Some(planned) => planned,
             None => self.plan(&principal, &sql).await?,
@@ -699,8 +698,8 @@ impl FlightSqlService for KeystoneFlight {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request).await?;
-        let (sql, params) = self.recall(&principal, &cmd.prepared_statement_handle)?;
         let handle = handle_of(&cmd.prepared_statement_handle);
+        let (sql, params) = self.recall(&principal, &handle)?;
         match self.take_planned(&principal, &PlanOf::PreparedBound(handle))? {
             // Planned with these parameters by its GetFlightInfo.
             Some(planned) => self.execute(&principal, &sql, None, Some(planned)).await,
@@ -748,7 +747,8 @@ impl FlightSqlService for KeystoneFlight {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let principal = self.principal(&request).await?;
         // Owner check before reading the parameters.
-        self.recall(&principal, &cmd.prepared_statement_handle)?;
+        let handle = handle_of(&cmd.prepared_statement_handle);
+        self.recall(&principal, &handle)?;
         let stream = FlightRecordBatchStream::new_from_flight_data(
             request.into_inner().map_err(FlightError::from),
         );
@@ -760,7 +760,6 @@ impl FlightSqlService for KeystoneFlight {
                     .map_err(|e| Status::invalid_argument(format!("parameters: {e}")))?,
             ),
         };
-        let handle = handle_of(&cmd.prepared_statement_handle);
         {
             let mut prepared = self.prepared.lock().map_err(internal)?;
             if let Some(p) = prepared.get_mut(&handle) {

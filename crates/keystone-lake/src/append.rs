@@ -382,7 +382,8 @@ mod tests {
 
     /// Lookup columns carry a Bloom filter in every row group that answers
     /// "may hold" for each of its values and "does not hold" for the values
-    /// of the other row groups; other columns carry none.
+    /// of the other row groups; other columns carry none. Min/max are kept
+    /// per row group, with no page-level column index.
     #[test]
     fn lookup_columns_have_bloom_filters_per_row_group() {
         let rows = ROW_GROUP_ROWS * 2;
