@@ -431,11 +431,16 @@ pub async fn resolve(
     }
     drop(events);
     let order = graph.identity_order();
-    let identity_batches = identity_batches(&graph, &order)?;
     let identifiers = order.len();
+    // The rows and the snapshot both walk the whole graph: one core each.
     // The header's versions are filled in once identities are committed.
     let mut snapshot = vec![0u8; SNAPSHOT_HEADER];
-    graph.snapshot_into(&order, &mut snapshot);
+    let identity_batches = std::thread::scope(|scope| {
+        let rows = scope.spawn(|| identity_batches(&graph, &order));
+        graph.snapshot_into(&order, &mut snapshot);
+        rows.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     drop(order);
     report.identifiers = identifiers as u64;
     report.merges = merges.len() as u64;
@@ -693,14 +698,21 @@ async fn build_and_commit_profiles(
     let traits_text = crate::profiles::state_fingerprint(&opts.traits);
     report.profiles = built.profiles.iter().map(|b| b.num_rows() as u64).sum();
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
-    lake.overwrite(
-        &PROFILES,
-        built.profiles.clone(),
-        txns,
-        meta(events_version, "profiles"),
-    )
-    .await?;
-    save_states(lake, &built, events_version, &traits_text, full_at).await?;
+    // The states depend only on the events and identities of this run, not
+    // on whether the profiles commit lands: both are written at once.
+    futures::try_join!(
+        async {
+            lake.overwrite(
+                &PROFILES,
+                built.profiles.clone(),
+                txns,
+                meta(events_version, "profiles"),
+            )
+            .await
+            .map_err(Error::from)
+        },
+        save_states(lake, &built, events_version, &traits_text, full_at),
+    )?;
     let state = ResolveState {
         rules: opts.rules.clone(),
         traits: opts.traits.clone(),
