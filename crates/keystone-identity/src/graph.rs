@@ -769,48 +769,95 @@ impl IdentityGraph {
                 bytes.len()
             ));
         }
-        g.idents.reserve_exact(idents);
-        let (table, saved, hasher) = (&mut g.table, &g.idents, &g.hasher);
+        // The identifiers are parsed, hashed and copied out of the snapshot
+        // by two threads, a half each (the second half found by skipping
+        // the first one's records); then indexed in order on this one.
+        let body = r.at;
+        let half = idents / 2;
+        let mut skip = Reader { bytes, at: body };
+        for _ in 0..half {
+            skip.take(2 + 4 + 8 + 8)?;
+            for _ in 0..2 {
+                let n = skip.u32()? as usize;
+                skip.take(n)?;
+            }
+        }
+        let mid = skip.at;
+        let kinds = g.kinds.len();
+        let hasher = &g.hasher;
+        let parse = |from: usize, count: usize, capacity: usize| {
+            let mut r = Reader { bytes, at: from };
+            let mut out = Vec::with_capacity(capacity);
+            let mut hashes = Vec::with_capacity(capacity);
+            for _ in 0..count {
+                let kind = r.u16()?;
+                let slot = r.u32()?;
+                let (first_seen, last_seen) = (r.i64()?, r.i64()?);
+                let (value, linked_by) = (r.str()?, r.str()?);
+                if kind as usize >= kinds || (slot != NO_PROFILE && slot as usize >= live) {
+                    return Err(format!(
+                        "identifier {value:?} points past the saved types or profiles"
+                    ));
+                }
+                hashes.push(hash_key(hasher, kind, value));
+                let linked = slot != NO_PROFILE;
+                out.push(Ident {
+                    kind,
+                    value: value.into(),
+                    slot,
+                    first_seen: if linked { first_seen } else { i64::MAX },
+                    last_seen: if linked { last_seen } else { i64::MIN },
+                    linked_by: if linked { linked_by } else { "" }.into(),
+                    restored: true,
+                });
+            }
+            Ok::<_, String>((out, hashes, r.at))
+        };
+        let (first, second) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| parse(mid, idents - half, idents - half));
+            let first = parse(body, half, idents);
+            let second = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (first, second)
+        });
+        let ((mut saved, mut hashes, _), (rest, rest_hashes, end)) = (first?, second?);
+        if end != bytes.len() {
+            return Err(format!(
+                "{} bytes after the last identifier",
+                bytes.len() - end
+            ));
+        }
+        saved.extend(rest);
+        hashes.extend(rest_hashes);
+        let (table, hasher) = (&mut g.table, &g.hasher);
         table.reserve(idents, |&j| {
             let id = &saved[j as usize];
             hash_key(hasher, id.kind, &id.value)
         });
-        for _ in 0..idents {
-            let kind = r.u16()?;
-            let slot = r.u32()?;
-            let (first_seen, last_seen) = (r.i64()?, r.i64()?);
-            let (value, linked_by) = (r.str()?, r.str()?);
-            if kind as usize >= g.kinds.len() || (slot != NO_PROFILE && slot as usize >= live) {
-                return Err(format!(
-                    "identifier {value:?} points past the saved types or profiles"
-                ));
+        for (i, (id, &hash)) in saved.iter().zip(&hashes).enumerate() {
+            let same = |&j: &u32| {
+                let other = &saved[j as usize];
+                other.kind == id.kind && other.value == id.value
+            };
+            if table.find(hash, same).is_some() {
+                return Err(format!("identifier {:?} is saved twice", id.value));
             }
-            let i = g.intern(kind, value);
-            if i as usize != g.idents.len() - 1 {
-                return Err(format!("identifier {value:?} is saved twice"));
-            }
-            let id = &mut g.idents[i as usize];
-            id.restored = true;
-            if slot != NO_PROFILE {
-                id.slot = slot;
-                id.first_seen = first_seen;
-                id.last_seen = last_seen;
-                id.linked_by = linked_by.into();
-                g.high_water = g.high_water.max(last_seen);
-                let p = &mut g.profiles[slot as usize];
-                match p.counts.iter_mut().find(|(k, _)| *k == kind) {
+            table.insert_unique(hash, i as u32, |&j| {
+                let id = &saved[j as usize];
+                hash_key(hasher, id.kind, &id.value)
+            });
+            if id.slot != NO_PROFILE {
+                g.high_water = g.high_water.max(id.last_seen);
+                let p = &mut g.profiles[id.slot as usize];
+                match p.counts.iter_mut().find(|(k, _)| *k == id.kind) {
                     Some((_, n)) => *n += 1,
-                    None => p.counts.push((kind, 1)),
+                    None => p.counts.push((id.kind, 1)),
                 }
                 p.identifiers += 1;
             }
         }
-        if r.at != bytes.len() {
-            return Err(format!(
-                "{} bytes after the last identifier",
-                bytes.len() - r.at
-            ));
-        }
+        g.idents = saved;
         Ok(g)
     }
 }
