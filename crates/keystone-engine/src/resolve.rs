@@ -695,6 +695,11 @@ async fn build_and_commit_profiles(
         futures::try_join!(identities_commit, build)?;
     report.commit_secs += commit_secs;
     report.profiles_full = profiles_full;
+    // The identities held for the build (and the views over them) are not
+    // needed to write: freed before the two writes below add their buffers.
+    for name in ["identities", "events_resolved", "events_resolved_new"] {
+        ctx.deregister_table(name)?;
+    }
     let traits_text = crate::profiles::state_fingerprint(&opts.traits);
     report.profiles = built.profiles.iter().map(|b| b.num_rows() as u64).sum();
     let txns = vec![(RESOLVE_APP_ID.to_string(), events_version)];
