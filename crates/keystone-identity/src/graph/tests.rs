@@ -328,6 +328,26 @@ fn damaged_snapshots_are_refused() {
     assert!(err.contains("format 99"), "{err}");
 }
 
+/// Two saved identifiers of one type with the same value are refused,
+/// whichever half of the snapshot each is loaded by.
+#[test]
+fn a_snapshot_holding_an_identifier_twice_is_refused() {
+    let mut g = IdentityGraph::new(Rules::default());
+    g.observe(&obs(10, &[(USER_ID, "alice"), (ANONYMOUS_ID, "ax")]));
+    g.observe(&obs(11, &[(USER_ID, "alice"), (ANONYMOUS_ID, "ay")]));
+    let mut bytes = g.snapshot();
+    IdentityGraph::from_snapshot(Rules::default(), &bytes).expect("an intact snapshot loads");
+    let saved = |v: &str| [&(v.len() as u32).to_le_bytes()[..], v.as_bytes()].concat();
+    let (from, to) = (saved("ay"), saved("ax"));
+    let at: Vec<usize> = (0..=bytes.len() - from.len())
+        .filter(|&i| bytes[i..i + from.len()] == from[..])
+        .collect();
+    assert_eq!(at.len(), 1, "the value is saved once");
+    bytes[at[0]..at[0] + to.len()].copy_from_slice(&to);
+    let err = IdentityGraph::from_snapshot(Rules::default(), &bytes).unwrap_err();
+    assert!(err.contains("\"ax\" is saved twice"), "{err}");
+}
+
 /// Resolve `batches` (in arrival order) one run each, the way `keystone
 /// resolve` does: restore the saved graph, and rebuild from every event so
 /// far when a new event rewrites history. Returns the graph and how many runs
