@@ -267,10 +267,14 @@ fn context_with(
         .with_default_catalog_and_schema(CATALOG, PUBLIC)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
+    // DataFusion's physical optimizer rules, then Keystone's.
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    rules.push(Arc::new(crate::lag::LagOverSortedInput));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rules(rules)
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(CATALOG, catalog);

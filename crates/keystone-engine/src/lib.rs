@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod export;
 pub mod forget;
+mod lag;
 pub mod maintain;
 pub mod masking;
 pub mod materialize;
