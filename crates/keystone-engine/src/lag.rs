@@ -286,13 +286,7 @@ mod tests {
             Field::new("v", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
         ]));
-        let mut seed = 42u64;
-        let mut next = move |m: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut next = crate::test_sequence(42);
         let batches: Vec<RecordBatch> = (0..5)
             .map(|b| {
                 let rows = 120;

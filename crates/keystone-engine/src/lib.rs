@@ -33,3 +33,15 @@ pub use error::{Error, Result};
 
 /// Re-exported for callers that build on the session.
 pub use datafusion;
+
+/// A deterministic pseudo-random sequence for tests (a linear congruential
+/// generator from `seed`): each call gives a number below its argument.
+#[cfg(test)]
+pub(crate) fn test_sequence(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |m| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % m
+    }
+}

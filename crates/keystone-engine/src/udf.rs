@@ -760,13 +760,7 @@ mod tests {
     /// Generated rows: 300 groups; traits objects over a few keys with
     /// nulls, repeated timestamps (ties) and non-objects; categories.
     fn rows(traits: bool) -> Vec<(String, Option<String>, i64)> {
-        let mut seed = 7u64;
-        let mut next = move |m: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut next = crate::test_sequence(7);
         (0..6000)
             .map(|_| {
                 let g = format!("p{}", next(300));
