@@ -113,7 +113,7 @@ impl LagExec {
             keys,
             values,
             schema: window.schema(),
-            properties: Arc::new(window.properties().as_ref().clone()),
+            properties: Arc::clone(window.properties()),
         })
     }
 }

@@ -122,32 +122,22 @@ pub(crate) const LOOKUP_COLUMNS: &[&str] = &[
 const LOOKUP_BLOOM_FPP: f64 = 0.01;
 
 /// Columns whose values are (close to) unique within a row group — ids,
-/// message ids, microsecond timestamps: a dictionary of a row group's
-/// 16 K values holds every value once, plus an index per row, so it costs
-/// the writer an interning hash table and the file more bytes than the
-/// values themselves. They are written PLAIN.
-const UNIQUE_COLUMNS: &[&str] = &[
-    "profile_id",
-    "identifier",
-    "linked_by",
-    "message_id",
-    "first_seen",
-    "last_seen",
-    "last_order_at",
-];
-
-/// Of [`UNIQUE_COLUMNS`], those Snappy does not shrink (random UUIDs and
-/// timestamps: ≤ 1.2× on `keystone gen` data, measured on the 10 M lake):
-/// written uncompressed, which saves the writer the compression and
-/// readers the decompression for the same bytes. (`identifier` keeps
-/// Snappy: sorted, it shares prefixes and shrinks ≈ 1.5×.)
-const INCOMPRESSIBLE_COLUMNS: &[&str] = &[
-    "profile_id",
-    "linked_by",
-    "message_id",
-    "first_seen",
-    "last_seen",
-    "last_order_at",
+/// message ids, microsecond timestamps — and how each is compressed. A
+/// dictionary of a row group's 16 K values holds every value once, plus an
+/// index per row, so it costs the writer an interning hash table and the
+/// file more bytes than the values themselves: they are written PLAIN.
+/// Snappy does not shrink random UUIDs and timestamps (≤ 1.2× on `keystone
+/// gen` data, measured on the 10 M lake), so those are uncompressed, which
+/// saves the writer the compression and readers the decompression for the
+/// same bytes; sorted, `identifier` shares prefixes and shrinks ≈ 1.5×.
+const PLAIN_COLUMNS: &[(&str, Compression)] = &[
+    ("profile_id", Compression::UNCOMPRESSED),
+    ("identifier", Compression::SNAPPY),
+    ("linked_by", Compression::UNCOMPRESSED),
+    ("message_id", Compression::UNCOMPRESSED),
+    ("first_seen", Compression::UNCOMPRESSED),
+    ("last_seen", Compression::UNCOMPRESSED),
+    ("last_order_at", Compression::UNCOMPRESSED),
 ];
 
 /// How every table's files are written. Statistics are kept per column
@@ -170,12 +160,11 @@ pub(crate) fn writer_properties() -> WriterProperties {
             .set_column_bloom_filter_fpp(path.clone(), LOOKUP_BLOOM_FPP)
             .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS as u64);
     }
-    for column in UNIQUE_COLUMNS {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
-    }
-    for column in INCOMPRESSIBLE_COLUMNS {
-        builder =
-            builder.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
+    for (column, compression) in PLAIN_COLUMNS {
+        let path = ColumnPath::from(*column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_compression(path, *compression);
     }
     builder.build()
 }
