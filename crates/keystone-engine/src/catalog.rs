@@ -18,7 +18,11 @@ use datafusion::prelude::SessionContext;
 use crate::consent::{CONSENTS, consents_sql};
 use crate::profiles::events_resolved_sql;
 use crate::resolve::ResolveState;
+use crate::scan::LakeTable;
 use crate::udf::identity_key_udf;
+
+/// A table provider and the Delta version it reads.
+type VersionedProvider = (Option<u64>, Arc<dyn TableProvider>);
 
 /// The view of every event with its profile.
 pub const EVENTS_RESOLVED: &str = "events_resolved";
@@ -34,6 +38,9 @@ pub struct LakeSchema {
     known: StdMutex<BTreeSet<String>>,
     /// Loaded tables, brought up to date at each use.
     cache: Mutex<HashMap<String, DeltaTable>>,
+    /// The provider of each table's latest version seen, reused by every
+    /// query until the next commit (see [`crate::scan`]).
+    providers: Mutex<HashMap<String, VersionedProvider>>,
 }
 
 impl LakeSchema {
@@ -44,6 +51,7 @@ impl LakeSchema {
             runtime,
             known: StdMutex::new(BTreeSet::new()),
             cache: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
         };
         for spec in TABLES {
             // Loading registers the table as known when it exists.
@@ -77,8 +85,11 @@ impl LakeSchema {
                 .map(|s| s.rules)
                 .unwrap_or_default();
             let mut ctx = SessionContext::new();
-            ctx.register_table("events", events.table_provider().await?)?;
-            ctx.register_table("identities", identities.table_provider().await?)?;
+            ctx.register_table("events", self.provider("events", &events).await?)?;
+            ctx.register_table(
+                "identities",
+                self.provider("identities", &identities).await?,
+            )?;
             ctx.register_udf(identity_key_udf(rules));
             let mut sql = events_resolved_sql();
             if name == CONSENTS {
@@ -91,6 +102,34 @@ impl LakeSchema {
                 Arc::new(ViewTable::new(plan, Some(sql))) as Arc<dyn TableProvider>
             ))
         }
+    }
+
+    /// The provider of `table` (the latest version of `name`): the one
+    /// built for this version if a query already asked, else a new one —
+    /// Keystone's Parquet scan where it can read the table, deltalake's
+    /// provider otherwise.
+    async fn provider(
+        &self,
+        name: &str,
+        table: &DeltaTable,
+    ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        let version = table.version();
+        let mut providers = self.providers.lock().await;
+        if let Some((v, provider)) = providers.get(name)
+            && *v == version
+        {
+            return Ok(provider.clone());
+        }
+        let delta = table
+            .table_provider()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider: Arc<dyn TableProvider> = match LakeTable::try_new(table, delta.schema()) {
+            Some(lake) => Arc::new(lake),
+            None => delta,
+        };
+        providers.insert(name.to_string(), (version, provider.clone()));
+        Ok(provider)
     }
 
     fn mark_known(&self, name: &str) {
@@ -151,11 +190,7 @@ impl SchemaProvider for LakeSchema {
         else {
             return Ok(None);
         };
-        let provider = table
-            .table_provider()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Some(provider))
+        Ok(Some(self.provider(name, &table).await?))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -6,7 +6,9 @@
 //! ```text
 //!  SessionContext (default catalog `keystone`, schema `public`)
 //!    └─ keystone.public ── LakeSchema ── table("events") ─▶ latest Delta snapshot
-//!                                                          (re-read at each query)
+//!                                                          (checked at each query)
+//!                                          └─ LakeTable: Parquet scan of that
+//!                                             version's files (built once per version)
 //!  + JSON functions (json_get_str, json_get_float, …, datafusion-functions-json)
 //!  + information_schema (SHOW TABLES, SHOW COLUMNS)
 //! ```
@@ -24,6 +26,7 @@ pub mod materialize;
 pub mod output;
 pub mod profiles;
 pub mod resolve;
+mod scan;
 pub mod segments;
 pub mod udf;
 
