@@ -22,8 +22,7 @@ use crate::scan::LakeTable;
 use crate::udf::identity_key_udf;
 use keystone_identity::Rules;
 
-/// A table provider and what it was built from (the Delta version it
-/// reads, or a [`ViewKey`]).
+/// A view and what it was planned from.
 type Cached<K> = (K, Arc<dyn TableProvider>);
 
 /// The view of every event with its profile.
@@ -42,10 +41,19 @@ pub struct LakeSchema {
     cache: Mutex<HashMap<String, DeltaTable>>,
     /// The provider of each table's latest version seen, reused by every
     /// query until the next commit (see [`crate::scan`]).
-    providers: Mutex<HashMap<String, Cached<Option<u64>>>>,
+    providers: Mutex<HashMap<String, TableVersion>>,
     /// The views over `events` and `identities`, with what they were
     /// planned from.
     views: Mutex<HashMap<String, Cached<ViewKey>>>,
+}
+
+/// The provider of one version of a table: Keystone's scan (kept apart too,
+/// so the next version reuses its files' statistics) or deltalake's.
+#[derive(Debug)]
+struct TableVersion {
+    version: Option<u64>,
+    provider: Arc<dyn TableProvider>,
+    lake: Option<Arc<LakeTable>>,
 }
 
 /// What a view over `events` and `identities` depends on.
@@ -141,20 +149,32 @@ impl LakeSchema {
     ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
         let version = table.version();
         let mut providers = self.providers.lock().await;
-        if let Some((v, provider)) = providers.get(name)
-            && *v == version
+        let previous = providers.get(name);
+        if let Some(p) = previous
+            && p.version == version
         {
-            return Ok(provider.clone());
+            return Ok(p.provider.clone());
         }
         let delta = table
             .table_provider()
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let provider: Arc<dyn TableProvider> = match LakeTable::try_new(table, delta.schema()) {
-            Some(lake) => Arc::new(lake),
+        let previous_lake = previous.and_then(|p| p.lake.as_deref());
+        let lake = LakeTable::try_new(table, delta.schema(), &self.runtime, previous_lake)
+            .await
+            .map(Arc::new);
+        let provider: Arc<dyn TableProvider> = match &lake {
+            Some(lake) => lake.clone(),
             None => delta,
         };
-        providers.insert(name.to_string(), (version, provider.clone()));
+        providers.insert(
+            name.to_string(),
+            TableVersion {
+                version,
+                provider: provider.clone(),
+                lake,
+            },
+        );
         Ok(provider)
     }
 

@@ -12,12 +12,21 @@
 //! pruning (statistics, partition values), row-group pruning, bloom filters
 //! and the footer cache are DataFusion's.
 //!
+//! Each file's statistics come from its Parquet footer, read once (files
+//! a previous version already had are not read again): exact row counts,
+//! null counts and bounds, so DataFusion answers `count(*)`, and `min` or
+//! `max` of a column whose bounds are exact, without reading the data, and
+//! prunes by the exact bounds. A footer that cannot be read leaves the
+//! file with the statistics of its Delta log entry, kept to the
+//! millisecond and marked inexact.
+//!
 //! It reads only what it can read exactly as Delta defines the table: a
 //! protocol that needs no reader features (reader version 1: no deletion
 //! vectors, no column mapping), files addressed relative to the table root,
 //! and partition columns last in the schema. Any other table is read with
 //! deltalake's provider ([`LakeTable::try_new`] returns `None`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
@@ -30,13 +39,16 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use delta_kernel::expressions::Scalar;
+use futures::StreamExt;
 use keystone_lake::deltalake::DeltaTable;
 use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
 use keystone_lake::deltalake::kernel::LogicalFileView;
@@ -61,12 +73,22 @@ impl LakeTable {
     /// deltalake's provider gives the table, so both read the same types),
     /// or `None` when this provider cannot read the table exactly (see the
     /// module documentation).
-    pub(crate) fn try_new(table: &DeltaTable, schema: SchemaRef) -> Option<Self> {
-        Self::build(table, schema).ok()
+    pub(crate) async fn try_new(
+        table: &DeltaTable,
+        schema: SchemaRef,
+        runtime: &RuntimeEnv,
+        previous: Option<&LakeTable>,
+    ) -> Option<Self> {
+        Self::build(table, schema, runtime, previous).await.ok()
     }
 
     /// [`Self::try_new`], saying why a table is not read by this provider.
-    fn build(table: &DeltaTable, schema: SchemaRef) -> Result<Self, String> {
+    async fn build(
+        table: &DeltaTable,
+        schema: SchemaRef,
+        runtime: &RuntimeEnv,
+        previous: Option<&LakeTable>,
+    ) -> Result<Self, String> {
         let state = table.snapshot().map_err(|e| e.to_string())?;
         let protocol = state.protocol();
         if protocol.min_reader_version() > 1 || protocol.reader_features().is_some() {
@@ -94,34 +116,77 @@ impl LakeTable {
         ));
         let root = table.log_store().root_url().clone();
         let root_path = Path::from_url_path(root.path()).map_err(|e| e.to_string())?;
-        let mut files = Vec::new();
+        let store_url = root.as_object_store_url();
+        let store = runtime
+            .object_store(&store_url)
+            .map_err(|e| e.to_string())?;
+        let known: HashMap<&Path, &PartitionedFile> = previous
+            .map(|p| {
+                p.files
+                    .iter()
+                    .map(|f| (&f.object_meta.location, f))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut logged = Vec::new();
         for view in state.log_data().iter() {
-            files.push(partitioned_file(
+            logged.push(partitioned_file(
                 &view,
                 &root_path,
                 &file_schema,
                 &partition_fields,
             )?);
         }
-        let num_rows = files
-            .iter()
-            .map(|f| f.statistics.as_ref().map(|s| s.num_rows))
-            .try_fold(Precision::Exact(0), |sum, rows| Some(sum.add(&rows?)))
-            .unwrap_or(Precision::Absent);
-        let statistics = Statistics {
-            num_rows,
-            ..Statistics::new_unknown(&schema)
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let files: Vec<PartitionedFile> = futures::stream::iter(logged)
+            .map(|file| {
+                let (store, cache, file_schema) = (&store, &cache, &file_schema);
+                let seen = known
+                    .get(&file.object_meta.location)
+                    .filter(|f| f.object_meta.size == file.object_meta.size)
+                    .map(|f| (*f).clone());
+                async move {
+                    if let Some(seen) = seen {
+                        return seen;
+                    }
+                    let footer = DFParquetMetadata::new(store.as_ref(), &file.object_meta)
+                        .with_file_metadata_cache(Some(cache.clone()))
+                        .fetch_statistics(file_schema)
+                        .await;
+                    match footer {
+                        Ok(stats) => PartitionedFile::new_from_meta(file.object_meta.clone())
+                            .with_partition_values(file.partition_values.clone())
+                            .with_statistics(Arc::new(stats)),
+                        Err(_) => file,
+                    }
+                }
+            })
+            .buffered(FOOTER_READS)
+            .collect()
+            .await;
+        let statistics = if files.iter().all(|f| f.statistics.is_some()) {
+            Statistics::try_merge_iter(
+                files.iter().filter_map(|f| f.statistics.as_deref()),
+                &schema,
+            )
+            .unwrap_or_else(|_| Statistics::new_unknown(&schema))
+        } else {
+            Statistics::new_unknown(&schema)
         };
         Ok(Self {
             schema,
             file_schema,
             partition_fields,
-            store: root.as_object_store_url(),
+            store: store_url,
             files,
             statistics,
         })
     }
 }
+
+/// Footers read at once when a version brings new files (object stores
+/// answer many small reads in parallel better than one after another).
+const FOOTER_READS: usize = 16;
 
 /// One file of the table, with its partition values and its statistics:
 /// the row count (exact), null counts (exact) and the bounds Delta keeps
@@ -309,7 +374,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let table = fixture_events(dir.path()).await;
         let delta = table.table_provider().await.expect("delta provider");
-        let lake = LakeTable::build(&table, delta.schema()).expect("readable by the lake scan");
+        let runtime = RuntimeEnv::default();
+        runtime.register_object_store(
+            table.log_store().root_url(),
+            table.log_store().root_object_store(None),
+        );
+        let lake = LakeTable::build(&table, delta.schema(), &runtime, None)
+            .await
+            .expect("readable by the lake scan");
         assert!(lake.files.len() >= 2, "{} files", lake.files.len());
         assert_eq!(lake.schema(), delta.schema());
         let (ours_ctx, theirs_ctx) = (SessionContext::new(), SessionContext::new());
@@ -320,6 +392,7 @@ mod tests {
         for query in [
             "SELECT * FROM {t} ORDER BY message_id",
             "SELECT count(*), count(email), count(event_date) FROM {t}",
+            "SELECT min(\"timestamp\"), max(\"timestamp\"), max(event_date), min(message_id) FROM {t}",
             "SELECT message_id FROM {t} WHERE event_date = (SELECT min(event_date) FROM {t}) ORDER BY 1",
             "SELECT message_id, \"timestamp\" FROM {t} WHERE \"timestamp\" >= (SELECT max(\"timestamp\") FROM {t}) ORDER BY 1",
             "SELECT message_id FROM {t} WHERE email = 'jane.doe@example.com' ORDER BY 1",
@@ -346,5 +419,64 @@ mod tests {
             plan.contains("DataSourceExec") && !plan.contains("DeltaScanExec"),
             "{plan}"
         );
+        // The footers' exact statistics answer these without reading data.
+        let plan = rows(
+            &ours_ctx,
+            "EXPLAIN SELECT count(*), max(\"timestamp\"), min(event_date) FROM t",
+        )
+        .await;
+        assert!(!plan.contains("DataSourceExec"), "{plan}");
+    }
+
+    /// A new version reads the footers of its new files only: the files it
+    /// shares with the version before keep their statistics; the new ones get
+    /// their footer's exact statistics.
+    #[tokio::test]
+    async fn a_new_version_reads_only_the_new_files_footers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(dir.path().to_str().expect("utf8")).expect("lake");
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures");
+        let runtime = RuntimeEnv::default();
+        let mut versions: Vec<LakeTable> = Vec::new();
+        for file in ["shop.ndjson", "store.csv"] {
+            ingest_files(
+                &lake,
+                &[fixtures.join(file)],
+                &IngestOptions::default(),
+                &mut |_, _| {},
+            )
+            .await
+            .expect("ingest");
+            let table = lake
+                .load_named("events")
+                .await
+                .expect("load")
+                .expect("events");
+            let schema = table.table_provider().await.expect("delta").schema();
+            let built = LakeTable::build(&table, schema, &runtime, versions.last())
+                .await
+                .expect("readable");
+            versions.push(built);
+        }
+        let (first, second) = (&versions[0], &versions[1]);
+        let (mut kept, mut new) = (0, 0);
+        for file in &second.files {
+            let stats = file.statistics.as_ref().expect("statistics");
+            assert!(matches!(stats.num_rows, Precision::Exact(n) if n > 0));
+            match first
+                .files
+                .iter()
+                .find(|f| f.object_meta.location == file.object_meta.location)
+            {
+                Some(before) => {
+                    let before = before.statistics.as_ref().expect("statistics");
+                    assert!(Arc::ptr_eq(before, stats), "{} read again", file.path());
+                    kept += 1;
+                }
+                None => new += 1,
+            }
+        }
+        assert!(kept > 0 && new > 0, "kept {kept}, new {new}");
+        assert_eq!(second.statistics.num_rows, Precision::Exact(14));
     }
 }
