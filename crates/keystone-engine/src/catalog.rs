@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
 
+use crate::bloom::{BLOOM_CACHE_BYTES, BloomCache};
 use crate::consent::{CONSENTS, consents_sql};
 use crate::profiles::events_resolved_sql;
 use crate::resolve::ResolveState;
@@ -45,6 +46,8 @@ pub struct LakeSchema {
     /// The views over `events` and `identities`, with what they were
     /// planned from.
     views: Mutex<HashMap<String, Cached<ViewKey>>>,
+    /// The Bloom filters queries read, shared by every table and version.
+    blooms: Arc<BloomCache>,
 }
 
 /// The provider of one version of a table: Keystone's scan (kept apart too,
@@ -74,6 +77,7 @@ impl LakeSchema {
             cache: Mutex::new(HashMap::new()),
             providers: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
+            blooms: Arc::new(BloomCache::new(BLOOM_CACHE_BYTES)),
         };
         for spec in TABLES {
             // Loading registers the table as known when it exists.
@@ -160,9 +164,15 @@ impl LakeSchema {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let previous_lake = previous.and_then(|p| p.lake.as_deref());
-        let lake = LakeTable::try_new(table, delta.schema(), &self.runtime, previous_lake)
-            .await
-            .map(Arc::new);
+        let lake = LakeTable::try_new(
+            table,
+            delta.schema(),
+            &self.runtime,
+            previous_lake,
+            self.blooms.clone(),
+        )
+        .await
+        .map(Arc::new);
         let provider: Arc<dyn TableProvider> = match &lake {
             Some(lake) => lake.clone(),
             None => delta,

@@ -13,6 +13,7 @@
 //!  + information_schema (SHOW TABLES, SHOW COLUMNS)
 //! ```
 
+mod bloom;
 mod catalog;
 pub mod consent;
 mod engine;

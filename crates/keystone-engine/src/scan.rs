@@ -9,8 +9,9 @@
 //! `benches/RESULTS.md`). This provider reads the file list, partition
 //! values and statistics once, when a query first names a version, and
 //! plans each later query over them with DataFusion's Parquet scan. File
-//! pruning (statistics, partition values), row-group pruning, bloom filters
-//! and the footer cache are DataFusion's.
+//! pruning (statistics, partition values), row-group pruning, Bloom filters
+//! and the footer cache are DataFusion's; the Bloom filters read are kept in
+//! memory for the next queries ([`crate::bloom`]).
 //!
 //! Each file's statistics come from its Parquet footer, read once (files
 //! a previous version already had are not read again): exact row counts,
@@ -35,12 +36,12 @@ use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::datasource::TableProvider;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -52,6 +53,8 @@ use futures::StreamExt;
 use keystone_lake::deltalake::DeltaTable;
 use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
 use keystone_lake::deltalake::kernel::LogicalFileView;
+
+use crate::bloom::{BloomCache, BloomCachingReaderFactory};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
@@ -66,6 +69,7 @@ pub(crate) struct LakeTable {
     store: ObjectStoreUrl,
     files: Vec<PartitionedFile>,
     statistics: Statistics,
+    blooms: Arc<BloomCache>,
 }
 
 impl LakeTable {
@@ -78,8 +82,11 @@ impl LakeTable {
         schema: SchemaRef,
         runtime: &RuntimeEnv,
         previous: Option<&LakeTable>,
+        blooms: Arc<BloomCache>,
     ) -> Option<Self> {
-        Self::build(table, schema, runtime, previous).await.ok()
+        Self::build(table, schema, runtime, previous, blooms)
+            .await
+            .ok()
     }
 
     /// [`Self::try_new`], saying why a table is not read by this provider.
@@ -88,6 +95,7 @@ impl LakeTable {
         schema: SchemaRef,
         runtime: &RuntimeEnv,
         previous: Option<&LakeTable>,
+        blooms: Arc<BloomCache>,
     ) -> Result<Self, String> {
         let state = table.snapshot().map_err(|e| e.to_string())?;
         let protocol = state.protocol();
@@ -180,6 +188,7 @@ impl LakeTable {
             store: store_url,
             files,
             statistics,
+            blooms,
         })
     }
 }
@@ -316,21 +325,34 @@ impl TableProvider for LakeTable {
         }
         let groups = FileGroup::new(self.files.clone())
             .split_files(state.config().target_partitions().max(1));
-        let source = ParquetSource::new(
+        // What `ParquetFormat::create_physical_plan` builds, with Bloom
+        // filters kept in memory (see [`crate::bloom`]).
+        let options = state.table_options().parquet.clone();
+        let runtime = state.runtime_env();
+        let readers = BloomCachingReaderFactory::new(
+            CachedParquetFileReaderFactory::new(
+                runtime.object_store(&self.store)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            ),
+            self.blooms.clone(),
+        );
+        let mut source = ParquetSource::new(
             TableSchema::builder(self.file_schema.clone())
                 .with_table_partition_cols(self.partition_fields.clone())
                 .build(),
-        );
+        )
+        .with_parquet_file_reader_factory(Arc::new(readers));
+        if let Some(hint) = options.global.metadata_size_hint {
+            source = source.with_metadata_size_hint(hint);
+        }
+        let source = source.with_table_parquet_options(options);
         let config = FileScanConfigBuilder::new(self.store.clone(), Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(self.statistics.clone())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        ParquetFormat::default()
-            .with_options(state.table_options().parquet.clone())
-            .create_physical_plan(state, config)
-            .await
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 
@@ -362,6 +384,10 @@ mod tests {
             .expect("events exist")
     }
 
+    fn blooms() -> Arc<BloomCache> {
+        Arc::new(BloomCache::new(crate::bloom::BLOOM_CACHE_BYTES))
+    }
+
     async fn rows(ctx: &SessionContext, sql: &str) -> String {
         let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
         pretty_format_batches(&batches).expect("format").to_string()
@@ -379,7 +405,7 @@ mod tests {
             table.log_store().root_url(),
             table.log_store().root_object_store(None),
         );
-        let lake = LakeTable::build(&table, delta.schema(), &runtime, None)
+        let lake = LakeTable::build(&table, delta.schema(), &runtime, None, blooms())
             .await
             .expect("readable by the lake scan");
         assert!(lake.files.len() >= 2, "{} files", lake.files.len());
@@ -453,7 +479,7 @@ mod tests {
                 .expect("load")
                 .expect("events");
             let schema = table.table_provider().await.expect("delta").schema();
-            let built = LakeTable::build(&table, schema, &runtime, versions.last())
+            let built = LakeTable::build(&table, schema, &runtime, versions.last(), blooms())
                 .await
                 .expect("readable");
             versions.push(built);
