@@ -364,19 +364,26 @@ mod tests {
     use keystone_ingest::{IngestOptions, ingest_files};
     use keystone_lake::Lake;
 
+    /// The fixture files, ingested one run (one commit) each.
+    const FIXTURES: [&str; 2] = ["shop.ndjson", "store.csv"];
+
+    async fn ingest_fixture(lake: &Lake, file: &str) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures");
+        ingest_files(
+            lake,
+            &[fixtures.join(file)],
+            &IngestOptions::default(),
+            &mut |_, _| {},
+        )
+        .await
+        .expect("ingest");
+    }
+
     /// The fixtures ingested in two runs: two commits, several partitions.
     async fn fixture_events(dir: &std::path::Path) -> DeltaTable {
         let lake = Lake::open(dir.to_str().expect("utf8")).expect("lake");
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures");
-        for file in ["shop.ndjson", "store.csv"] {
-            ingest_files(
-                &lake,
-                &[fixtures.join(file)],
-                &IngestOptions::default(),
-                &mut |_, _| {},
-            )
-            .await
-            .expect("ingest");
+        for file in FIXTURES {
+            ingest_fixture(&lake, file).await;
         }
         lake.load_named("events")
             .await
@@ -461,18 +468,10 @@ mod tests {
     async fn a_new_version_reads_only_the_new_files_footers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lake = Lake::open(dir.path().to_str().expect("utf8")).expect("lake");
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures");
         let runtime = RuntimeEnv::default();
         let mut versions: Vec<LakeTable> = Vec::new();
-        for file in ["shop.ndjson", "store.csv"] {
-            ingest_files(
-                &lake,
-                &[fixtures.join(file)],
-                &IngestOptions::default(),
-                &mut |_, _| {},
-            )
-            .await
-            .expect("ingest");
+        for file in FIXTURES {
+            ingest_fixture(&lake, file).await;
             let table = lake
                 .load_named("events")
                 .await
