@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::{
     CachedParquetFileReaderFactory, ParquetFileReaderFactory,
 };
 use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::file::metadata::ParquetMetaData;
@@ -100,8 +102,18 @@ pub(crate) struct BloomCachingReaderFactory {
 }
 
 impl BloomCachingReaderFactory {
-    pub(crate) fn new(inner: CachedParquetFileReaderFactory, cache: Arc<BloomCache>) -> Self {
-        Self { inner, cache }
+    /// Readers of the files of `store` (registered in `runtime`), with the
+    /// footers of `runtime`'s metadata cache and the filters of `cache`.
+    pub(crate) fn try_new(
+        runtime: &RuntimeEnv,
+        store: &ObjectStoreUrl,
+        cache: Arc<BloomCache>,
+    ) -> Result<Self> {
+        let inner = CachedParquetFileReaderFactory::new(
+            runtime.object_store(store)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        Ok(Self { inner, cache })
     }
 }
 
@@ -196,7 +208,6 @@ mod tests {
     use super::*;
     use arrow::array::{RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::datasource::object_store::ObjectStoreUrl;
     use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
     use datafusion::datasource::source::DataSourceExec;
     use datafusion::datasource::table_schema::TableSchema;
@@ -244,15 +255,8 @@ mod tests {
         cache: &Arc<BloomCache>,
         email: &str,
     ) -> datafusion::error::Result<usize> {
-        let runtime = ctx.runtime_env();
         let url = ObjectStoreUrl::local_filesystem();
-        let readers = BloomCachingReaderFactory::new(
-            CachedParquetFileReaderFactory::new(
-                runtime.object_store(&url)?,
-                runtime.cache_manager.get_file_metadata_cache(),
-            ),
-            cache.clone(),
-        );
+        let readers = BloomCachingReaderFactory::try_new(&ctx.runtime_env(), &url, cache.clone())?;
         let predicate = ctx
             .state()
             .create_physical_expr(col("email").eq(lit(email)), &schema.clone().try_into()?)?;

@@ -257,17 +257,8 @@ impl SchemaProvider for LakeSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest_fixture as ingest;
     use crate::resolve::{ResolveOptions, resolve};
-    use keystone_ingest::{IngestOptions, ingest_files};
-
-    async fn ingest(lake: &Lake, file: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../data/fixtures")
-            .join(file);
-        ingest_files(lake, &[path], &IngestOptions::default(), &mut |_, _| {})
-            .await
-            .expect("ingest");
-    }
 
     async fn count(schema: &LakeSchema, table: &str) -> (Arc<dyn TableProvider>, usize) {
         let provider = schema.table(table).await.expect("table").expect("exists");

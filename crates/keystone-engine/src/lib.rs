@@ -38,6 +38,22 @@ pub use error::{Error, Result};
 /// Re-exported for callers that build on the session.
 pub use datafusion;
 
+/// Ingest `file` of `data/fixtures` into `lake` (one run, one commit), for tests.
+#[cfg(test)]
+pub(crate) async fn ingest_fixture(lake: &keystone_lake::Lake, file: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/fixtures")
+        .join(file);
+    keystone_ingest::ingest_files(
+        lake,
+        &[path],
+        &keystone_ingest::IngestOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("ingest");
+}
+
 /// A deterministic pseudo-random sequence for tests (a linear congruential
 /// generator from `seed`): each call gives a number below its argument.
 #[cfg(test)]

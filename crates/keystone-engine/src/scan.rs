@@ -38,7 +38,6 @@ use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -53,10 +52,10 @@ use futures::StreamExt;
 use keystone_lake::deltalake::DeltaTable;
 use keystone_lake::deltalake::delta_datafusion::engine::AsObjectStoreUrl;
 use keystone_lake::deltalake::kernel::LogicalFileView;
-
-use crate::bloom::{BloomCache, BloomCachingReaderFactory};
 use object_store::ObjectMeta;
 use object_store::path::Path;
+
+use crate::bloom::{BloomCache, BloomCachingReaderFactory};
 
 /// One version of a lake table, read with DataFusion's Parquet scan.
 #[derive(Debug)]
@@ -328,14 +327,11 @@ impl TableProvider for LakeTable {
         // What `ParquetFormat::create_physical_plan` builds, with Bloom
         // filters kept in memory (see [`crate::bloom`]).
         let options = state.table_options().parquet.clone();
-        let runtime = state.runtime_env();
-        let readers = BloomCachingReaderFactory::new(
-            CachedParquetFileReaderFactory::new(
-                runtime.object_store(&self.store)?,
-                runtime.cache_manager.get_file_metadata_cache(),
-            ),
+        let readers = BloomCachingReaderFactory::try_new(
+            state.runtime_env(),
+            &self.store,
             self.blooms.clone(),
-        );
+        )?;
         let mut source = ParquetSource::new(
             TableSchema::builder(self.file_schema.clone())
                 .with_table_partition_cols(self.partition_fields.clone())
@@ -359,25 +355,13 @@ impl TableProvider for LakeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest_fixture;
     use arrow::util::pretty::pretty_format_batches;
     use datafusion::prelude::SessionContext;
-    use keystone_ingest::{IngestOptions, ingest_files};
     use keystone_lake::Lake;
 
     /// The fixture files, ingested one run (one commit) each.
     const FIXTURES: [&str; 2] = ["shop.ndjson", "store.csv"];
-
-    async fn ingest_fixture(lake: &Lake, file: &str) {
-        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures");
-        ingest_files(
-            lake,
-            &[fixtures.join(file)],
-            &IngestOptions::default(),
-            &mut |_, _| {},
-        )
-        .await
-        .expect("ingest");
-    }
 
     /// The fixtures ingested in two runs: two commits, several partitions.
     async fn fixture_events(dir: &std::path::Path) -> DeltaTable {
