@@ -11,6 +11,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use keystone_lake::Lake;
 
+use crate::join_order::BuildOnGroupedSide;
 use crate::masking::MaskedSchema;
 use crate::segments::SegmentsSchema;
 use crate::{LakeSchema, Result};
@@ -267,8 +268,14 @@ fn context_with(
         .with_default_catalog_and_schema(CATALOG, PUBLIC)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
-    // DataFusion's physical optimizer rules, then Keystone's.
+    // DataFusion's physical optimizer rules with Keystone's: the join order
+    // right after DataFusion chose it, `lag` last.
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    let after_joins = rules
+        .iter()
+        .position(|r| r.name() == BuildOnGroupedSide::AFTER)
+        .map_or(rules.len(), |at| at + 1);
+    rules.insert(after_joins, Arc::new(BuildOnGroupedSide));
     rules.push(Arc::new(crate::lag::LagOverSortedInput));
     let state = SessionStateBuilder::new()
         .with_config(config)

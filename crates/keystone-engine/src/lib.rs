@@ -20,6 +20,7 @@ mod engine;
 mod error;
 pub mod export;
 pub mod forget;
+mod join_order;
 mod lag;
 pub mod maintain;
 pub mod masking;
