@@ -616,13 +616,7 @@ mod tests {
     #[tokio::test]
     async fn quintiles_match_sql_cume_dist() {
         let n = 3000usize;
-        let mut seed = 7u64;
-        let mut next = |m: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut next = crate::test_sequence(7);
         let orders: Int64Array = (0..n).map(|_| Some(next(4) as i64)).collect();
         // Few distinct values, so ties are common; some nulls.
         let money: Float64Array = (0..n)
