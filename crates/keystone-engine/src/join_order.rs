@@ -77,10 +77,11 @@ impl PhysicalOptimizerRule for BuildOnGroupedSide {
     }
 }
 
-/// The estimated rows of `plan`, if known.
-fn rows(plan: &dyn ExecutionPlan) -> Result<Option<usize>> {
-    let stats = StatisticsContext::new().compute(plan, &StatisticsArgs::new())?;
-    Ok(stats.num_rows.get_value().copied())
+/// The estimated rows of `plan`, if known; `stats` remembers the nodes it
+/// has seen, so the three estimates of one join walk each node once.
+fn rows(stats: &StatisticsContext, plan: &dyn ExecutionPlan) -> Result<Option<usize>> {
+    let computed = stats.compute(plan, &StatisticsArgs::new())?;
+    Ok(computed.num_rows.get_value().copied())
 }
 
 fn should_swap(join: &HashJoinExec) -> Result<bool> {
@@ -94,7 +95,8 @@ fn should_swap(join: &HashJoinExec) -> Result<bool> {
     let Some(aggregate) = grouped(join.right()) else {
         return Ok(false);
     };
-    let Some(estimate) = rows(aggregate)? else {
+    let stats = StatisticsContext::new();
+    let Some(estimate) = rows(&stats, aggregate)? else {
         return Ok(false);
     };
     // The rows entering the first aggregate (a final one reads a partial one).
@@ -102,10 +104,10 @@ fn should_swap(join: &HashJoinExec) -> Result<bool> {
     while let Some(inner) = input.downcast_ref::<AggregateExec>() {
         input = inner.input();
     }
-    let Some(input_rows) = rows(input.as_ref())? else {
+    let Some(input_rows) = rows(&stats, input.as_ref())? else {
         return Ok(false);
     };
-    let Some(build_rows) = rows(join.left().as_ref())? else {
+    let Some(build_rows) = rows(&stats, join.left().as_ref())? else {
         return Ok(false);
     };
     // An estimate below the input's rows came from distinct counts: then
