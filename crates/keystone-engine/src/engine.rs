@@ -1,11 +1,13 @@
 //! The session analysts and tools query.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -24,11 +26,16 @@ pub const PUBLIC: &str = "public";
 /// Schema of the segment views (one view per defined segment).
 pub const SEGMENTS: &str = "segments";
 
+/// How many of a query's largest memory consumers an out-of-memory error names.
+const TOP_CONSUMERS: NonZeroUsize = NonZeroUsize::new(5).expect("not zero");
+
 /// How a query session is set up for one caller.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Memory one query may reserve (sorts and aggregations spill or fail
-    /// beyond it); `None` for no limit.
+    /// Memory one query may reserve; `None` for no limit. Operators that can
+    /// spill (sorts, aggregations) each get an even share of what the ones
+    /// that cannot (hash join build sides) leave, and spill beyond it; a query
+    /// fails only when an operator cannot fit even after spilling.
     pub memory_limit: Option<usize>,
     /// Show personal data hashed or removed (see [`crate::masking`]).
     pub masked: bool,
@@ -95,7 +102,12 @@ impl Engine {
         let mut builder = RuntimeEnvBuilder::new()
             .with_object_store_registry(shared.object_store_registry.clone());
         if let Some(limit) = opts.memory_limit {
-            builder = builder.with_memory_limit(limit, 1.0);
+            // Fair, not greedy: with a greedy pool the first partitions' sorts
+            // take all the memory and the last one's merge fails instead of
+            // spilling (the sessions query at 10 M events under the default
+            // 1 GiB). The tracker names the largest consumers in the error.
+            let pool = TrackConsumersPool::new(FairSpillPool::new(limit), TOP_CONSUMERS);
+            builder = builder.with_memory_pool(Arc::new(pool));
         }
         let catalog = if opts.masked {
             self.masked_catalog.clone()

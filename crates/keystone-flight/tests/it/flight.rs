@@ -650,6 +650,38 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     wait_idle(&server.active).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorts_in_several_partitions_share_the_memory_limit_and_spill() {
+    // Sessions with a 30-minute gap over 1 M rows: 100 000 people with 10
+    // events each, a minute apart, and two hours between the 5th and the 6th,
+    // so two sessions per person. The window sorts each hash partition of the
+    // rows (≈ 190 MB in all) under a 160 MB limit. With a greedy pool the
+    // first partitions' sorts held the whole limit and the last one's merge
+    // failed; with the fair pool each sort spills beyond its share.
+    let config = FlightConfig {
+        query_memory_limit_bytes: 160_000_000,
+        query_timeout_secs: 300,
+        ..FlightConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut client = server.client(&server.keys.analyst).await;
+    let sql = "SELECT count(*) AS sessions, count(DISTINCT k) AS people FROM (\
+        SELECT k, ts, lag(ts) OVER (PARTITION BY k ORDER BY ts) AS prev FROM (\
+        SELECT concat('person-', CAST(v % 100000 AS VARCHAR), '-padded-to-look-like-a-cookie') AS k, \
+        (v / 100000) * 60 + (v / 500000) * 7200 AS ts FROM generate_series(0, 999999) t(v))) s \
+        WHERE prev IS NULL OR ts > prev + 1800";
+    let info = client.execute(sql.into(), None).await.expect("plans");
+    let batches = fetch(&mut client, &info).await;
+    let row = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
+    let counts = |name: &str| -> i64 {
+        let column = row.column_by_name(name).expect(name);
+        let column = column.as_any().downcast_ref::<Int64Array>().expect("count");
+        column.value(0)
+    };
+    assert_eq!((counts("sessions"), counts("people")), (200_000, 100_000));
+    wait_idle(&server.active).await;
+}
+
 async fn wait_idle(active: &AtomicUsize) {
     for _ in 0..200 {
         if active.load(Ordering::SeqCst) == 0 {
