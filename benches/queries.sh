@@ -34,9 +34,10 @@ if [ ! -d "$work/lake/profiles" ]; then
 fi
 echo "events: $("${k[@]}" sql "SELECT count(*) FROM events" --format csv | tail -1)"
 key=$("${k[@]}" keys create --role admin --name queries)
-# At 10 M events the suite's sessions query needs more than the default
-# 1 GiB per query (the merge of its sort cannot spill while the other
-# partitions' sorts hold the pool): the bench allows 8 GiB.
+# The whole suite answers at 10 M events under the default 1 GiB per query
+# (since 077b18f; sorts and aggregations spill beyond their share), but the
+# retention curve then spills. DuckDB may use 80 % of the machine's memory:
+# the bench allows Keystone 8 GiB, where nothing in the suite spills.
 printf '[flight]\nquery_memory_limit_bytes = 8589934592\n' > "$work/queries.toml"
 "$bin" --quiet --lake "$work/lake" --config "$work/queries.toml" serve --http "127.0.0.1:$http" --flight "127.0.0.1:$port" --wal "$work/wal" &
 pid=$!
