@@ -32,10 +32,11 @@ const TOP_CONSUMERS: NonZeroUsize = NonZeroUsize::new(5).expect("not zero");
 /// How a query session is set up for one caller.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Memory one query may reserve; `None` for no limit. Operators that can
-    /// spill (sorts, aggregations) each get an even share of what the ones
-    /// that cannot (hash join build sides) leave, and spill beyond it; a query
-    /// fails only when an operator cannot fit even after spilling.
+    /// Memory one query may reserve; `None` for no limit. Each operator that
+    /// can spill (sorts, aggregations) is held to an even share of what the
+    /// ones that cannot (hash join build sides) do not hold, and spills
+    /// beyond it; those that cannot spill may take whatever is not reserved.
+    /// A query fails when an operator cannot fit even after spilling.
     pub memory_limit: Option<usize>,
     /// Show personal data hashed or removed (see [`crate::masking`]).
     pub masked: bool,

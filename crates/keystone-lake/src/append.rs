@@ -538,7 +538,7 @@ mod tests {
                 .iter()
                 .filter(|i| bloom.check(&format!("person{i}@example.com").as_str()))
                 .count();
-            // The filter stays at 32 KiB: ≈ 0.01 % pass. Under 0.1 % leaves
+            // The filter stays at 32 KiB: almost none pass. Under 0.1 % leaves
             // room for chance but fails a filter folded to 16 KiB, as a 1 %
             // target left it (≈ 0.5 %), or one that says yes to everything.
             assert!(

@@ -655,7 +655,7 @@ async fn sorts_in_several_partitions_share_the_memory_limit_and_spill() {
     // Sessions with a 30-minute gap over 1 M rows: 100 000 people with 10
     // events each, a minute apart, and two hours between the 5th and the 6th,
     // so two sessions per person. The window sorts each hash partition of the
-    // rows (≈ 190 MB in all) under a 160 MB limit. With a greedy pool the
+    // rows, together more than the 160 MB limit. With a greedy pool the
     // first partitions' sorts held the whole limit and the last one's merge
     // failed; with the fair pool each sort spills beyond its share.
     let config = FlightConfig {
