@@ -33,7 +33,7 @@ pub mod segments;
 pub mod udf;
 
 pub use catalog::{EVENTS_RESOLVED, LakeSchema};
-pub use engine::{CATALOG, Engine, PUBLIC, SEGMENTS, SessionOptions};
+pub use engine::{CATALOG, Engine, PUBLIC, SEGMENTS};
 pub use error::{Error, Result};
 
 /// Re-exported for callers that build on the session.

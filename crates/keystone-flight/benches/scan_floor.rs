@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use keystone_engine::{Engine, SessionOptions};
+use keystone_engine::Engine;
 use keystone_lake::Lake;
 
 #[tokio::main]
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: scan_floor LAKE SQL".into());
     };
     let engine = Engine::open(Lake::open(lake)?).await?;
-    let ctx = engine.session(&SessionOptions::default())?;
+    let ctx = engine.served_context(false);
     let started = Instant::now();
     let mut stream = ctx.sql(sql).await?.execute_stream().await?;
     let (mut rows, mut bytes) = (0usize, 0usize);

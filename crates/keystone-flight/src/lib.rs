@@ -7,8 +7,9 @@
 //!  client ──gRPC (TLS optional)──▶ KeystoneFlight
 //!                                   ├─ auth      Bearer key | Basic handshake → token
 //!                                   ├─ policy    read-only SQL; tables by role
-//!                                   ├─ Engine::session(memory limit, masked?)
-//!                                   │     └─ DataFusion plan ─▶ batches ─▶ FlightData (streamed)
+//!                                   ├─ Engine::served_context(masked?) ─▶ DataFusion plan
+//!                                   │     └─ Engine::task_context(memory limit) ─▶ batches
+//!                                   │           ─▶ FlightData (streamed)
 //!                                   └─ ingest    DoPut(CommandStatementIngest) ─▶ keystone ingest
 //! ```
 //!

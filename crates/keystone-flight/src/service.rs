@@ -37,11 +37,12 @@ use datafusion::common::TableReference;
 use datafusion::config::Dialect;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use keystone_engine::consent::CONSENTS;
-use keystone_engine::{CATALOG, EVENTS_RESOLVED, Engine, PUBLIC, SEGMENTS, SessionOptions};
+use keystone_engine::{CATALOG, EVENTS_RESOLVED, Engine, PUBLIC, SEGMENTS};
 use keystone_ingest::{Format, IngestOptions, ingest_files};
 use prost::Message;
 use tonic::metadata::MetadataValue;
@@ -236,12 +237,7 @@ impl KeystoneFlight {
     }
 
     fn session(&self, principal: &Principal) -> Result<SessionContext, Status> {
-        self.engine
-            .session(&SessionOptions {
-                memory_limit: Some(self.config.query_memory_limit_bytes),
-                masked: principal.masked(),
-            })
-            .map_err(internal)
+        Ok(self.engine.served_context(principal.masked()))
     }
 
     /// Parse, check and plan `sql` for `principal`.
@@ -371,11 +367,16 @@ impl KeystoneFlight {
             };
             let plan = Self::bind(plan, params)?;
             let schema = flight_schema(plan.schema().as_arrow());
-            let df = ctx
-                .execute_logical_plan(plan)
+            let state = ctx.state();
+            let physical = state
+                .create_physical_plan(&plan)
                 .await
                 .map_err(|e| status_of(&e))?;
-            let stream = df.execute_stream().await.map_err(|e| status_of(&e))?;
+            let task = self
+                .engine
+                .task_context(&state, Some(self.config.query_memory_limit_bytes))
+                .map_err(internal)?;
+            let stream = execute_stream(physical, task).map_err(|e| status_of(&e))?;
             Ok::<_, Status>((schema, stream))
         };
         let (schema, stream) = tokio::time::timeout_at(deadline, start)
