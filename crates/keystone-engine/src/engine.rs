@@ -91,7 +91,7 @@ impl Engine {
     /// The session a server plans its callers' queries in: over the same
     /// catalog, object stores and caches, with twice the partitions of a
     /// batch job, personal data masked if `masked` (see [`crate::masking`]).
-    /// Built once and shared: building a session per query took 125–140 µs
+    /// Built once and shared: building a session per query took 124–142 µs
     /// of each query (1 M-event lake). Run what it plans with
     /// [`Engine::task_context`], which gives the query its own memory limit.
     pub fn served_context(&self, masked: bool) -> SessionContext {
