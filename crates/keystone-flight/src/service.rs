@@ -236,8 +236,8 @@ impl KeystoneFlight {
         self.auth.authenticate(request.metadata()).await
     }
 
-    fn session(&self, principal: &Principal) -> Result<SessionContext, Status> {
-        Ok(self.engine.served_context(principal.masked()))
+    fn session(&self, principal: &Principal) -> SessionContext {
+        self.engine.served_context(principal.masked())
     }
 
     /// Parse, check and plan `sql` for `principal`.
@@ -252,7 +252,7 @@ impl KeystoneFlight {
             .refresh_segments_if_older(SEGMENTS_MAX_AGE)
             .await
             .map_err(internal)?;
-        let ctx = self.session(principal)?;
+        let ctx = self.session(principal);
         let state = ctx.state();
         let sql = number_placeholders(sql);
         let statement = state
@@ -489,7 +489,7 @@ impl KeystoneFlight {
             .refresh_segments_if_older(SEGMENTS_MAX_AGE)
             .await
             .map_err(internal)?;
-        let ctx = self.session(principal)?;
+        let ctx = self.session(principal);
         let Some(catalog) = ctx.catalog(CATALOG) else {
             return Ok(Vec::new());
         };

@@ -264,13 +264,14 @@ pub async fn refresh_table(table: &mut DeltaTable) -> std::result::Result<(), De
 /// Anything unexpected answers "maybe", and the caller does the full update.
 async fn newer_commit_may_exist(table: &DeltaTable, version: u64) -> bool {
     use object_store::ObjectStoreExt;
-    let store = table.log_store().object_store(None);
-    let next = object_store::path::Path::from(format!("_delta_log/{:020}.json", version + 1));
+    let log_store = table.log_store();
+    let store = log_store.object_store(None);
+    let next = deltalake::logstore::commit_uri_from_version(Some(version + 1));
     match store.head(&next).await {
         Err(object_store::Error::NotFound { .. }) => {}
         _ => return true,
     }
-    let hint = object_store::path::Path::from("_delta_log/_last_checkpoint");
+    let hint = log_store.log_path().clone().join("_last_checkpoint");
     match store.get(&hint).await {
         Err(object_store::Error::NotFound { .. }) => false,
         Ok(found) => match found.bytes().await {
