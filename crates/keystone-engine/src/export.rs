@@ -114,8 +114,6 @@ impl Engine {
                 "consent purpose {purpose:?} must be 1 to 64 characters"
             )));
         }
-        // Each member once, no NULL: the rule of materialisation.
-        self.members(def).await?;
         let sql = self.export_sql(def, opts).await?;
         let df = self.sql(&sql).await?;
         let url = self.register_destination(&opts.to)?;
@@ -168,6 +166,9 @@ impl Engine {
             .map(|f| f.name().clone())
             .filter(|n| !matches!(n.as_str(), "profile_id" | "email" | "phone" | "change"))
             .collect();
+        if !extra.is_empty() {
+            self.check_one_row_per_member(&def.name, &def.sql).await?;
+        }
         let extra_select: String = extra
             .iter()
             .map(|c| format!(", d.{}", quote_ident(c)))

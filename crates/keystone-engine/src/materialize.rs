@@ -2,7 +2,7 @@
 //! who entered or exited it since its previous snapshot.
 //!
 //! ```text
-//!  run R:  members(S) = SELECT profile_id FROM (definition of S)
+//!  run R:  members(S) = SELECT profile_id FROM segments.S (each profile once)
 //!          previous   = segment_membership WHERE segment = S AND run_id = last run of S
 //!          entered    = members − previous      exited = previous − members
 //!  commit: segment_changes (+ entered/exited of every segment of the run)
@@ -75,6 +75,10 @@ pub struct MaterializeReport {
     pub write: Duration,
     /// Rows of failed earlier runs removed before this one.
     pub discarded_rows: u64,
+    /// Segments left out of this run, with why (a definition that fails on
+    /// today's data, e.g. a cast of a trait value): the others are still
+    /// materialised.
+    pub failed: Vec<(String, String)>,
 }
 
 /// The committed materialisation runs, oldest first.
@@ -102,7 +106,10 @@ fn sql_text(s: &str) -> String {
 
 impl Engine {
     /// Materialise the segments named in `names` (every segment when empty)
-    /// as run `last + 1`; `progress` is called after each segment.
+    /// as run `last + 1`; `progress` is called after each segment. A segment
+    /// whose definition fails is left out of the run and named in
+    /// [`MaterializeReport::failed`]; when every chosen segment fails,
+    /// nothing is written and the first error is returned.
     pub async fn materialize_segments(
         &self,
         names: &[String],
@@ -122,9 +129,18 @@ impl Engine {
         let mut members_of: Vec<(String, Vec<String>)> = Vec::new();
         let mut changes_of: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
         let mut timings = Vec::new();
+        let mut failed = Vec::new();
+        let mut first_error = None;
         for def in chosen {
             let started = Instant::now();
-            let members = self.members(def).await?;
+            let members = match self.members(def).await {
+                Ok(members) => members,
+                Err(e) => {
+                    failed.push((def.name.clone(), format!("segment {}: {e}", def.name)));
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             let evaluate = started.elapsed();
             let started = Instant::now();
             let previous = if snapshots_exist {
@@ -161,6 +177,11 @@ impl Engine {
             members_of.push((def.name.clone(), members));
         }
 
+        if members_of.is_empty()
+            && let Some(e) = first_error
+        {
+            return Err(e);
+        }
         let started = Instant::now();
         let meta = |what: &str| {
             HashMap::from([
@@ -203,47 +224,51 @@ impl Engine {
             timings,
             write: started.elapsed(),
             discarded_rows,
+            failed,
         })
     }
 
-    /// The distinct members of a segment now; a definition that returns a
-    /// NULL or a repeated `profile_id` is refused (nothing is written).
+    /// The members of a segment now: the `profile_id`s of its view
+    /// `segments.NAME` (profiles the definition returns, each once; a NULL
+    /// or a repeated `profile_id` in the definition's rows adds nobody).
     pub(crate) async fn members(&self, def: &SegmentDef) -> Result<Vec<String>> {
         let sql = format!(
-            "SELECT CAST(profile_id AS VARCHAR) AS profile_id FROM (\n{}\n) AS segment_definition",
-            def.sql
+            "SELECT CAST(profile_id AS VARCHAR) AS profile_id FROM (\n{}\n) AS segment_view",
+            crate::segments::view_sql(&def.sql)
         );
         let batches = self.collect(&sql).await?;
         let mut members = Vec::new();
-        let mut nulls = 0usize;
         for batch in &batches {
             let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-            let column = column.as_string::<i32>();
-            for i in 0..column.len() {
-                if column.is_null(i) {
-                    nulls += 1;
-                } else {
-                    members.push(column.value(i).to_string());
-                }
-            }
+            members.extend(column.as_string::<i32>().iter().flatten().map(str::to_string));
         }
-        if nulls > 0 {
-            return Err(Error::Segment(format!(
-                "segment {}: its definition returns {nulls} row(s) with a NULL profile_id; filter them out (WHERE profile_id IS NOT NULL)",
-                def.name
-            )));
-        }
-        let rows = members.len();
         members.sort_unstable();
         members.dedup();
-        if members.len() != rows {
+        Ok(members)
+    }
+
+    /// Refuse to export the definition's own columns when it returns a
+    /// profile more than once: which row's columns to write is ambiguous.
+    pub(crate) async fn check_one_row_per_member(&self, name: &str, sql: &str) -> Result<()> {
+        let batches = self
+            .collect(&format!(
+                "SELECT count(profile_id), count(DISTINCT CAST(profile_id AS VARCHAR)) \
+                 FROM (\n{sql}\n) AS segment_definition"
+            ))
+            .await?;
+        let count = |i: usize| {
+            batches
+                .first()
+                .and_then(|b| b.column(i).as_primitive_opt::<arrow::datatypes::Int64Type>())
+                .map_or(0, |a| a.value(0))
+        };
+        let (rows, distinct) = (count(0), count(1));
+        if rows != distinct {
             return Err(Error::Segment(format!(
-                "segment {}: its definition returns {rows} rows for {} distinct profile_id; each profile must appear once (SELECT DISTINCT profile_id or GROUP BY profile_id)",
-                def.name,
-                members.len()
+                "segment {name}: its definition returns {rows} rows for {distinct} distinct profile_id, so its own columns cannot be exported (one row per profile: SELECT DISTINCT or GROUP BY profile_id)"
             )));
         }
-        Ok(members)
+        Ok(())
     }
 
     /// Members of `segment` at its last committed run (empty before one).

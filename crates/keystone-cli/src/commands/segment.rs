@@ -45,8 +45,9 @@ enum SegmentCommand {
         /// File path or URL, e.g. ./exports/vip.parquet or s3://bucket/vip.csv.
         #[arg(long)]
         to: String,
-        #[arg(long, value_enum, default_value = "parquet")]
-        format: Format,
+        /// Default: the extension of --to (.csv or .parquet), else parquet.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// email and phone as hex SHA-256 of the normalised value.
         #[arg(long)]
         hash_identifiers: bool,
@@ -64,6 +65,18 @@ enum SegmentCommand {
 enum Format {
     Parquet,
     Csv,
+}
+
+impl Format {
+    /// The format a destination's extension names (Parquet otherwise).
+    fn of(to: &str) -> Self {
+        let path = to.split(['?', '#']).next().unwrap_or(to);
+        if path.to_ascii_lowercase().ends_with(".csv") {
+            Format::Csv
+        } else {
+            Format::Parquet
+        }
+    }
 }
 
 pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitCode> {
@@ -137,6 +150,22 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
                 );
             }
             println!("{}", report.run.run_id);
+            if !report.failed.is_empty() {
+                for (_, why) in &report.failed {
+                    eprintln!("error: {why}");
+                }
+                anyhow::bail!(
+                    "{} segment(s) left out of run {}: {}",
+                    report.failed.len(),
+                    report.run.run_id,
+                    report
+                        .failed
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
         SegmentCommand::Runs => {
             println!("run_id\tmaterialized_at\tsegment\tmembers\tentered\texited");
@@ -157,6 +186,7 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
             changes_since,
             purpose,
         } => {
+            let format = format.unwrap_or_else(|| Format::of(&to));
             let opts = keystone_engine::export::ExportOptions {
                 to,
                 format: match format {

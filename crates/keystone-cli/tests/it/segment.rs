@@ -456,7 +456,9 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
         "a header, run 1 (2 segments), run 2"
     );
 
-    // Refused definitions write nothing: duplicates, NULLs, unknown names.
+    // A definition that returns a profile several times with its own
+    // columns cannot be exported (which row's columns?); unknown names are
+    // refused.
     ok(
         &lake,
         &[
@@ -464,21 +466,30 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
             "create",
             "dupes",
             "--sql",
-            "SELECT profile_id FROM events_resolved",
+            "SELECT profile_id, event FROM events_resolved",
         ],
     );
-    let e = err(&lake, &["segment", "materialize", "--all"]);
+    let e = err(
+        &lake,
+        &[
+            "segment",
+            "export",
+            "dupes",
+            "--to",
+            dir.path().join("dupes.parquet").to_str().unwrap(),
+        ],
+    );
     assert!(
-        e.contains("dupes") && e.contains("distinct profile_id"),
+        e.contains("dupes") && e.contains("cannot be exported"),
         "{e}"
     );
+    ok(&lake, &["segment", "drop", "dupes"]);
     let e = err(&lake, &["segment", "materialize", "nope"]);
     assert!(e.contains("segment nope does not exist"), "{e}");
     assert_eq!(
         query(&lake, "SELECT max(run_id) FROM segment_membership"),
         vec!["2"]
     );
-    ok(&lake, &["segment", "drop", "dupes"]);
 
     // Plain CSV export: profile_id, normalised identifiers, the definition's columns.
     let out = dir.path().join("exports");
@@ -656,4 +667,66 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
         &["segment", "export", "buyers", "--to", out.to_str().unwrap()],
     );
     assert!(e.contains("is a folder"), "{e}");
+
+    // Without --format, the extension of --to decides.
+    let inferred = out.join("known-inferred.csv");
+    ok(
+        &lake,
+        &[
+            "segment",
+            "export",
+            "known",
+            "--to",
+            inferred.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(csv_rows(&inferred)[0][..3], ["profile_id", "email", "phone"]);
+
+    // A definition over events returns a buyer once per order: members are
+    // still each profile once (as in its view). A definition that later data
+    // breaks (a trait that no longer casts) is left out of the run; the other
+    // segments are still materialised and the command fails naming it.
+    for (name, sql) in [
+        (
+            "ordered",
+            "SELECT profile_id FROM events_resolved WHERE event = 'Order Completed'",
+        ),
+        (
+            "adults",
+            "SELECT profile_id FROM profiles WHERE CAST(json_get_str(traits, 'age') AS INT) >= 18",
+        ),
+    ] {
+        ok(&lake, &["segment", "create", name, "--sql", sql]);
+    }
+    let again = dir.path().join("again.ndjson");
+    write_lines(
+        &again,
+        &[
+            r#"{"type":"track","messageId":"c10","userId":"u-1","timestamp":"2026-10-07T10:00:00Z","event":"Order Completed","properties":{"order_id":"o4","revenue":5}}"#,
+            r#"{"type":"identify","messageId":"c11","userId":"u-4","timestamp":"2026-10-07T10:00:00Z","traits":{"age":"unknown"}}"#,
+        ],
+    );
+    ok(&lake, &["ingest", again.to_str().unwrap()]);
+    ok(&lake, &["resolve"]);
+    let e = err(&lake, &["segment", "materialize", "--all"]);
+    assert!(
+        e.contains("segment adults:")
+            && e.contains("unknown")
+            && e.contains("1 segment(s) left out of run 3: adults"),
+        "{e}"
+    );
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT segment, count(*) FROM segment_membership WHERE run_id = 3 GROUP BY 1 ORDER BY 1"
+        ),
+        ["buyers,2", "known,4", "ordered,3"]
+    );
+    let e = err(&lake, &["segment", "materialize", "adults"]);
+    assert!(e.contains("unknown"), "{e}");
+    assert_eq!(
+        query(&lake, "SELECT max(run_id) FROM segment_membership"),
+        vec!["3"],
+        "a run whose only segment fails writes nothing"
+    );
 }
