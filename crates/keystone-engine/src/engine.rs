@@ -309,6 +309,7 @@ fn context_with(
     let mut ctx = SessionContext::new_with_state(state);
     ctx.register_catalog(CATALOG, catalog);
     datafusion_functions_json::register_all(&mut ctx)?;
+    crate::bounded::register(&ctx);
     ctx.register_udaf(crate::udf::most_frequent_udaf());
     ctx.register_udaf(crate::udf::latest_traits_udaf());
     ctx.register_udaf(crate::udf::latest_consents_udaf());

@@ -14,6 +14,7 @@
 //! ```
 
 mod bloom;
+mod bounded;
 mod catalog;
 pub mod consent;
 mod engine;

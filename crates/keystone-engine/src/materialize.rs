@@ -240,7 +240,13 @@ impl Engine {
         let mut members = Vec::new();
         for batch in &batches {
             let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-            members.extend(column.as_string::<i32>().iter().flatten().map(str::to_string));
+            members.extend(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_string),
+            );
         }
         members.sort_unstable();
         members.dedup();
@@ -259,7 +265,10 @@ impl Engine {
         let count = |i: usize| {
             batches
                 .first()
-                .and_then(|b| b.column(i).as_primitive_opt::<arrow::datatypes::Int64Type>())
+                .and_then(|b| {
+                    b.column(i)
+                        .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                })
                 .map_or(0, |a| a.value(0))
         };
         let (rows, distinct) = (count(0), count(1));

@@ -35,7 +35,6 @@ use arrow_flight::{
 use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::config::Dialect;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
@@ -82,6 +81,56 @@ pub struct KeystoneFlight {
     active: Arc<AtomicUsize>,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
+    threads: QueryThreads,
+}
+
+/// The threads served queries execute on, apart from the runtime that
+/// answers the network (Flight's gRPC, and the collector's HTTP when `serve`
+/// runs both): a query that keeps every core busy, or computes for seconds
+/// without yielding, neither delays the collector nor keeps the query
+/// deadline's timer from firing.
+///
+/// ```text
+///  network runtime: gRPC call ─ plan ─ deadline ─ encode ◀── channel (2 batches)
+///  query threads:                execute_stream ─ poll ──▶ channel
+/// ```
+struct QueryThreads(Option<tokio::runtime::Runtime>);
+
+impl QueryThreads {
+    fn new() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("keystone-query")
+            .enable_all()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> RunningQuery {
+        let runtime = self.0.as_ref().expect("query threads run until dropped");
+        RunningQuery(runtime.spawn(task))
+    }
+}
+
+impl Drop for QueryThreads {
+    fn drop(&mut self) {
+        // Dropped from async code (the server stopping): do not block.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A query executing on the query threads, cancelled when dropped (its
+/// client went away, or its deadline passed): at its next yield, which
+/// DataFusion's operators reach between batches.
+struct RunningQuery(tokio::task::JoinHandle<()>);
+
+impl Drop for RunningQuery {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A prepared statement: its SQL, its owner and its bound parameters.
@@ -215,6 +264,9 @@ impl KeystoneFlight {
             prepared: Mutex::new(HashMap::new()),
             planned: Mutex::new(VecDeque::new()),
             active: Arc::new(AtomicUsize::new(0)),
+            threads: QueryThreads::new().map_err(|e| {
+                crate::Error::Config(format!("cannot start the query threads: {e}"))
+            })?,
         })
     }
 
@@ -257,7 +309,7 @@ impl KeystoneFlight {
         let sql = number_placeholders(sql);
         let statement = state
             .sql_to_statement(&sql, &Dialect::Generic)
-            .map_err(|e| status_of(&e))?;
+            .map_err(|e| crate::sql::syntax_status(&sql, &e))?;
         policy::check_statement(&statement)?;
         let references = state
             .resolve_table_references(&statement)
@@ -376,13 +428,37 @@ impl KeystoneFlight {
                 .engine
                 .task_context(&state, Some(self.config.query_memory_limit_bytes))
                 .map_err(internal)?;
-            let stream = execute_stream(physical, task).map_err(|e| status_of(&e))?;
-            Ok::<_, Status>((schema, stream))
+            Ok::<_, Status>((schema, physical, task))
         };
-        let (schema, stream) = tokio::time::timeout_at(deadline, start)
+        let (schema, physical, task) = tokio::time::timeout_at(deadline, start)
             .await
             .map_err(|_| timed_out(timeout))??;
-        let batches = limited(stream, schema.clone(), deadline, timeout, guard);
+        // Executed on the query threads (operators spawn their tasks on the
+        // runtime that executes them), handed over batch by batch.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let running = self.threads.spawn(async move {
+            let mut stream = match execute_stream(physical, task) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if tx.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let batches = limited(
+            Box::pin(stream),
+            schema.clone(),
+            deadline,
+            timeout,
+            (guard, running),
+        );
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -525,13 +601,14 @@ impl KeystoneFlight {
 }
 
 /// `stream` with each batch conformed to `schema`, ended by an error at the
-/// deadline; `guard` lives as long as the stream.
+/// deadline; `guard` lives as long as the stream (and cancels the query
+/// when dropped).
 fn limited(
-    stream: SendableRecordBatchStream,
+    stream: Pin<Box<dyn Stream<Item = datafusion::error::Result<RecordBatch>> + Send>>,
     schema: SchemaRef,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    guard: QueryGuard,
+    guard: (QueryGuard, RunningQuery),
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
     futures::stream::unfold(Some((stream, guard)), move |state| {
         let schema = schema.clone();

@@ -49,6 +49,9 @@ pub fn status_of(error: &DataFusionError) -> Status {
     let text = root.to_string();
     match root {
         DataFusionError::SQL(..) => Status::invalid_argument(format!("syntax error: {text}")),
+        DataFusionError::ResourcesExhausted(m) if m.contains("one function call may produce") => {
+            Status::resource_exhausted(m.clone())
+        }
         DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(format!(
             "the query needs more memory than a query may use ([flight] query_memory_limit_bytes): {m}"
         )),
@@ -64,6 +67,26 @@ pub fn status_of(error: &DataFusionError) -> Status {
         }
         _ => Status::internal(text),
     }
+}
+
+/// [`status_of`] for an error parsing `sql`: the parser gives no position
+/// when the statement ends too early ("found: EOF"), so the end of the
+/// statement is named, as line and column like the parser's own.
+pub fn syntax_status(sql: &str, error: &DataFusionError) -> Status {
+    let status = status_of(error);
+    let message = status.message();
+    if status.code() != tonic::Code::InvalidArgument
+        || !message.contains("found: EOF")
+        || message.contains("Line:")
+    {
+        return status;
+    }
+    let end = sql.trim_end();
+    let line = end.lines().count().max(1);
+    let column = end.lines().last().map_or(0, |l| l.chars().count()) + 1;
+    Status::invalid_argument(format!(
+        "{message} at Line: {line}, Column: {column} (the end of the statement)"
+    ))
 }
 
 /// The schema a client is told about: the plan's schema with dictionaries
@@ -133,6 +156,42 @@ pub fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_status(sql: &str) -> Status {
+        let state = datafusion::prelude::SessionContext::new().state();
+        let e = state
+            .sql_to_statement(sql, &datafusion::config::Dialect::Generic)
+            .expect_err(sql);
+        syntax_status(sql, &e)
+    }
+
+    #[test]
+    fn a_statement_that_ends_too_early_is_told_where_it_ends() {
+        for (sql, at) in [
+            ("SELECT * FROM", "Line: 1, Column: 14"),
+            ("SELECT (1", "Line: 1, Column: 10"),
+            ("SELECT *\nFROM events\nWHERE   ", "Line: 3, Column: 6"),
+        ] {
+            let status = parse_status(sql);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{sql}");
+            assert!(
+                status.message().contains("found: EOF")
+                    && status
+                        .message()
+                        .contains(&format!("at {at} (the end of the statement)")),
+                "{sql}: {}",
+                status.message()
+            );
+        }
+        // The parser's own position is kept when it gives one.
+        let status = parse_status("SELECT * FROM events LIMT 5");
+        assert!(
+            status.message().contains("Line: 1, Column:")
+                && !status.message().contains("the end of the statement"),
+            "{}",
+            status.message()
+        );
+    }
 
     #[test]
     fn question_marks_become_numbered_outside_strings() {

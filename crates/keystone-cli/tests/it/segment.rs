@@ -680,7 +680,10 @@ fn materialized_runs_record_who_entered_and_exited_and_exports_follow_them() {
             inferred.to_str().unwrap(),
         ],
     );
-    assert_eq!(csv_rows(&inferred)[0][..3], ["profile_id", "email", "phone"]);
+    assert_eq!(
+        csv_rows(&inferred)[0][..3],
+        ["profile_id", "email", "phone"]
+    );
 
     // A definition over events returns a buyer once per order: members are
     // still each profile once (as in its view). A definition that later data

@@ -625,6 +625,30 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     assert!(m.contains("query_memory_limit_bytes"), "{m}");
     wait_idle(&server.active).await;
 
+    // A function whose result the memory limit does not count: refused
+    // before it allocates 1.5 GB (at planning, where the constant folds, or
+    // while streaming).
+    let err = match client
+        .execute("SELECT length(repeat('x', 1500000000)) AS n".into(), None)
+        .await
+    {
+        Err(e) => e,
+        Ok(info) => {
+            let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+            match client.do_get(ticket).await {
+                Err(e) => e,
+                Ok(stream) => stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect_err("over the cap of one call"),
+            }
+        }
+    };
+    let (c, m) = code(err);
+    assert_eq!(c, Code::ResourceExhausted, "{m}");
+    assert!(m.contains("repeat() would produce 1430 MiB"), "{m}");
+    wait_idle(&server.active).await;
+
     // Time: a count over 10^11 generated rows needs no memory and never ends.
     let config = FlightConfig {
         query_timeout_secs: 2,
