@@ -149,6 +149,7 @@ impl Engine {
                 "nothing to forget: give TYPE:VALUE or --file".into(),
             ));
         }
+        self.check_identifier_types(subjects).await?;
         let Person {
             asked,
             profiles,
@@ -224,9 +225,15 @@ impl Engine {
             .await?;
         }
         let values: BTreeSet<&String> = identifiers.iter().map(|(_, v)| v).collect();
+        // An over-long value was cut by a rule and audited shortened.
+        let audited: BTreeSet<String> = values
+            .iter()
+            .map(|v| crate::resolve::audit_value(v.to_string()))
+            .chain(values.iter().map(|v| v.to_string()))
+            .collect();
         self.delete(
             &IDENTITY_AUDIT,
-            &format!("identifier IN ({})", in_list(values.iter().copied())),
+            &format!("identifier IN ({})", in_list(audited.iter())),
             &mut removed,
             &mut touched,
         )
@@ -280,6 +287,35 @@ impl Engine {
             .map_err(|e| Error::Forget(e.to_string()))?;
         self.lake().write_state(ERASURES_STATE, bytes).await?;
         Ok(record)
+    }
+
+    /// Refuse a type this lake has never seen (`emial:…` would erase
+    /// nothing and suppress nothing real, yet report success): the event
+    /// columns' types and those `identities` or `identity_audit` hold.
+    async fn check_identifier_types(&self, subjects: &[Subject]) -> Result<()> {
+        let mut known: BTreeSet<String> =
+            EVENT_COLUMNS.iter().map(|(k, _)| k.to_string()).collect();
+        for spec in [&IDENTITIES, &IDENTITY_AUDIT] {
+            if self.has(spec).await? {
+                let types = self
+                    .collect(&format!(
+                        "SELECT DISTINCT identifier_type FROM {}",
+                        spec.name
+                    ))
+                    .await?;
+                known.extend(strings(&types, 0)?);
+            }
+        }
+        if let Some(unknown) = subjects.iter().find(|s| !known.contains(&s.kind)) {
+            return Err(Error::Forget(format!(
+                "{}:{}: unknown identifier type {:?}; this lake knows {}",
+                unknown.kind,
+                unknown.value,
+                unknown.kind,
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn has(&self, spec: &TableSpec) -> Result<bool> {

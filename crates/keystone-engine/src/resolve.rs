@@ -906,7 +906,7 @@ async fn read_events(
                     }
                     Err(rule) => audit.push(AuditRow {
                         kind: kind.to_string(),
-                        value: truncate(value.into_owned()),
+                        value: audit_value(value.into_owned()),
                         message_id: mid.to_string(),
                         rule,
                         ts: t,
@@ -929,8 +929,9 @@ async fn read_events(
     Ok(late)
 }
 
-/// Audit rows keep at most 1 KiB of a value (an over-long one is the reason it is there).
-fn truncate(mut value: String) -> String {
+/// Audit rows keep at most 1 KiB of a value (an over-long one is the reason
+/// it is there): what `identity_audit.identifier` holds for `value`.
+pub(crate) fn audit_value(mut value: String) -> String {
     if value.len() > 1024 {
         let mut end = 1024;
         while !value.is_char_boundary(end) {

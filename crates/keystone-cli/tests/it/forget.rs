@@ -383,3 +383,51 @@ fn an_unrewritable_export_is_named_and_the_erasure_still_completes() {
     );
     assert!(lake.join("_keystone/suppressions.json").is_file());
 }
+
+#[test]
+fn an_over_long_identifier_is_erased_from_the_audit_and_an_unknown_type_is_refused() {
+    let (dir, lake) = temp_lake();
+    // A user id over the 1 KiB limit: cut by `resolve`, audited shortened.
+    let long = format!("u-{}", "x".repeat(2000));
+    let file = dir.path().join("long.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"type": "identify", "messageId": "l1", "userId": long,
+                "timestamp": "2026-10-01T10:00:00Z", "traits": {"email": "long@example.org"}}),
+            serde_json::json!({"type": "identify", "messageId": "l2", "userId": "u-short",
+                "timestamp": "2026-10-01T10:00:00Z", "traits": {"email": "short@example.org"}}),
+        ),
+    )
+    .unwrap();
+    ok(&lake, &["ingest", file.to_str().unwrap()]);
+    ok(&lake, &["resolve"]);
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT count(*) FROM identity_audit WHERE identifier_type = 'user_id'"
+        ),
+        ["1"]
+    );
+
+    // A mistyped type erases nothing and says so.
+    let out = keystone(&lake, &["forget", "emial:short@example.org"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("unknown identifier type \"emial\"") && e.contains("email"),
+        "{e}"
+    );
+    assert_eq!(query(&lake, "SELECT count(*) FROM events"), ["2"]);
+
+    ok(&lake, &["forget", &format!("user_id:{long}")]);
+    assert_eq!(query(&lake, "SELECT count(*) FROM identity_audit"), ["0"]);
+    let prefix = &long[..600];
+    assert_eq!(traces(&lake, &[prefix]), Vec::<String>::new());
+    assert_eq!(
+        query(&lake, "SELECT user_id FROM events"),
+        ["u-short"],
+        "the other person stays"
+    );
+}
