@@ -142,6 +142,8 @@ struct Planned {
     sha256: String,
     format: Format,
     source: String,
+    /// `source` is `--source` (it overrides a Parquet file's own column).
+    source_given: bool,
     mapping: Option<CsvMapping>,
     bytes: u64,
     txn_version: i64,
@@ -324,6 +326,7 @@ fn plan_file(path: &Path, opts: &IngestOptions) -> Result<Planned> {
         sha256,
         format,
         source,
+        source_given: opts.source.is_some(),
         mapping,
         bytes: meta.len(),
         txn_version: 1,
@@ -350,7 +353,15 @@ async fn read_file(p: &Planned, received_at: i64, sink: &mut EventSink<'_>) -> R
             reason: "a CSV file needs a column mapping".into(),
         }),
         (Format::Parquet, _) => {
-            parquet::read_parquet(&p.path, &p.display, &p.source, received_at, sink).await
+            parquet::read_parquet(
+                &p.path,
+                &p.display,
+                &p.source,
+                p.source_given,
+                received_at,
+                sink,
+            )
+            .await
         }
     }
 }
