@@ -4,6 +4,15 @@
 //! resolves the lake and the config, and turns any error into one line on
 //! standard error and a non-zero exit code.
 
+/// `println!` to standard output, ending the process quietly when the reader
+/// went away (`keystone tables | head -1`), as Unix tools do, instead of
+/// panicking on the closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod config;
 mod progress;
@@ -67,7 +76,7 @@ enum Command {
     Sql(commands::sql::SqlArgs),
     /// Generate a realistic synthetic workload with ground truth.
     Gen(commands::gen_cmd::GenArgs),
-    /// List the lake's tables with their row counts and versions.
+    /// List the lake's tables with their versions and file counts.
     Tables(commands::tables::TablesArgs),
 }
 
@@ -108,6 +117,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql(args) => commands::sql::run(&settings, args).await,
         Command::Gen(args) => commands::gen_cmd::run(&settings, args),
         Command::Tables(args) => commands::tables::run(&settings, args).await,
+    }
+}
+
+/// One line to standard output (see `outln!`): a closed pipe ends the
+/// process with status 0; any other failure to write is reported and ends
+/// it with status 1.
+pub(crate) fn stdout_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
     }
 }
 

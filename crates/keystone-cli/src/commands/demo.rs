@@ -28,7 +28,7 @@ const SUMMARY: &[(&str, &str)] = &[
     ),
     (
         "Events per source",
-        "SELECT source, count(*) AS events, count(DISTINCT coalesce(user_id, anonymous_id, email)) AS people FROM events GROUP BY source ORDER BY events DESC",
+        "SELECT source, count(*) AS events, count(DISTINCT profile_id) AS profiles FROM events_resolved GROUP BY source ORDER BY events DESC",
     ),
     (
         "Top profiles by revenue (web, app and store stitched together)",
@@ -41,7 +41,6 @@ const SUMMARY: &[(&str, &str)] = &[
 ];
 
 const NEXT: &[&str] = &[
-    "keystone profile show user_id:u_000001 --explain",
     "keystone sql \"SELECT rfm_recency, count(*) AS buyers, round(avg(revenue), 2) AS avg_revenue FROM profiles WHERE order_count > 0 GROUP BY 1 ORDER BY 1\"",
     "keystone sql \"SELECT category, count(*) AS orders, round(sum(revenue), 2) AS revenue FROM events WHERE event = 'Order Completed' GROUP BY category ORDER BY revenue DESC\"",
     "keystone sql \"SELECT json_get_str(properties, 'sku') AS sku, count(*) AS views FROM events WHERE event = 'Product Viewed' GROUP BY sku ORDER BY views DESC LIMIT 10\"",
@@ -56,17 +55,23 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let mut cfg = GenConfig::new(args.profiles);
     cfg.seed = args.seed;
     cfg.end = chrono::Utc::now().date_naive();
-    println!(
+    // --quiet: only the summary of the lake (the tables of step 4).
+    let say = |line: String| {
+        if !settings.quiet {
+            outln!("{line}");
+        }
+    };
+    say(format!(
         "1/4 generating sample data: {} people over {} days up to {}",
         cfg.profiles, cfg.days, cfg.end
-    );
+    ));
     let generated = gen_cmd::run_config(&cfg, dir.path(), settings.quiet)?;
-    println!(
+    say(format!(
         "    {} web/app events (Segment spec) and {} store purchases (CSV keyed by email)",
         generated.events, generated.store_purchases
-    );
+    ));
 
-    println!("2/4 ingesting into the lake at {}", lake.root());
+    say(format!("2/4 ingesting into the lake at {}", lake.root()));
     let files = vec![
         dir.path().join(keystone_gen::EVENTS_FILE),
         dir.path().join(keystone_gen::STORE_FILE),
@@ -76,21 +81,53 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         ..IngestOptions::default()
     };
     let metrics = ingest::ingest_with_progress(&lake, &files, &opts, settings.quiet).await?;
-    ingest::print_summary(&metrics);
+    if !settings.quiet {
+        ingest::print_summary(&metrics);
+    }
 
-    println!("3/4 resolving identities into profiles");
+    say("3/4 resolving identities into profiles".into());
     let report = resolve::resolve_with_progress(&lake, settings).await?;
-    resolve::print_summary(&report);
+    if !settings.quiet {
+        resolve::print_summary(&report);
+    }
 
-    println!("4/4 summary of the lake");
+    say("4/4 summary of the lake".into());
     let engine = Engine::open(lake).await?;
     for (title, query) in SUMMARY {
-        println!("\n{title}:");
+        outln!("\n{title}:");
         sql::run_statements(&engine, query, OutputFormat::Table).await?;
     }
-    println!("\nExplore next:");
+    if settings.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The commands to try next run against this lake, and show a person
+    // the sample holds: the best customer.
+    let lake_arg = if settings.lake_location == crate::config::DEFAULT_LAKE {
+        String::new()
+    } else {
+        format!(" --lake {}", settings.lake_location)
+    };
+    let best = engine
+        .collect("SELECT user_id FROM profiles WHERE user_id IS NOT NULL ORDER BY revenue DESC, user_id LIMIT 1")
+        .await?;
+    let best = best
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).ok())
+        .map(|c| {
+            arrow::array::AsArray::as_string::<i32>(&c)
+                .value(0)
+                .to_string()
+        });
+    outln!("\nExplore next:");
+    if let Some(user) = best {
+        outln!("  keystone{lake_arg} profile show user_id:{user} --explain");
+    }
     for q in NEXT {
-        println!("  {q}");
+        outln!(
+            "  {}",
+            q.replacen("keystone", &format!("keystone{lake_arg}"), 1)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings, args: ForgetArgs) -> anyhow::Result<ExitCo
     let engine = Engine::open(settings.lake()?).await?;
     let record = engine.forget(&subjects).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
+        outln!("{}", serde_json::to_string_pretty(&record)?);
     } else if !settings.quiet {
         let removed: Vec<String> = record
             .removed

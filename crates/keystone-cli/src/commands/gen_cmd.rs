@@ -38,7 +38,7 @@ pub fn run(settings: &Settings, args: GenArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = run_config(&cfg, &args.out, settings.quiet)?;
     if !settings.quiet {
-        println!(
+        outln!(
             "generated {} profiles: {} events, {} store purchases, {} ground-truth identifiers in {}",
             summary.profiles,
             summary.events,
@@ -47,7 +47,7 @@ pub fn run(settings: &Settings, args: GenArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
         for f in &summary.files {
-            println!("  {}", f.display());
+            outln!("  {}", f.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -55,7 +55,7 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<ExitCo
     };
     let metrics = ingest_with_progress(&lake, &args.files, &opts, settings.quiet).await?;
     if args.json {
-        println!("{}", metrics_json(&metrics));
+        outln!("{}", metrics_json(&metrics));
     } else if !settings.quiet {
         print_summary(&metrics);
     }
@@ -83,13 +83,13 @@ pub async fn ingest_with_progress(
 pub fn print_summary(m: &IngestMetrics) {
     for f in &m.files {
         match f.loaded {
-            Some((events, quarantined)) => println!(
+            Some((events, quarantined)) => outln!(
                 "{}: {events} events loaded, {quarantined} quarantined (source {:?}, {})",
                 f.path.display(),
                 f.source,
                 f.format.as_str()
             ),
-            None => println!(
+            None => outln!(
                 "{}: skipped, this content was already loaded (sha256 {}…); use --force to load it again",
                 f.path.display(),
                 &f.sha256[..12]
@@ -102,7 +102,7 @@ pub fn print_summary(m: &IngestMetrics) {
     } else {
         0.0
     };
-    println!(
+    outln!(
         "loaded {} events, quarantined {} rows in {secs:.2}s ({rate:.0} events/s){}",
         m.events,
         m.quarantined,
@@ -111,7 +111,7 @@ pub fn print_summary(m: &IngestMetrics) {
             .unwrap_or_default()
     );
     if m.quarantined > 0 {
-        println!(
+        outln!(
             "see why: keystone sql \"SELECT file, line, reason FROM quarantine ORDER BY received_at DESC, line LIMIT 20\""
         );
     }

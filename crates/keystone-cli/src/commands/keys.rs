@@ -45,7 +45,7 @@ pub async fn run(settings: &Settings, args: KeysArgs) -> anyhow::Result<ExitCode
     match args.command {
         KeysCommand::Create { role, name, grants } => {
             let (key, record) = lake.create_key(role, name.as_deref(), &grants).await?;
-            println!("{key}");
+            outln!("{key}");
             if !settings.quiet {
                 eprintln!(
                     "created {} key {} named {:?}: store it now, it is not shown again",
@@ -57,9 +57,9 @@ pub async fn run(settings: &Settings, args: KeysArgs) -> anyhow::Result<ExitCode
         }
         KeysCommand::List => {
             let ring = lake.keys().await?;
-            println!("id\tname\trole\tgrants\tcreated_at\tstatus");
+            outln!("id\tname\trole\tgrants\tcreated_at\tstatus");
             for k in ring.records() {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     k.id,
                     k.name,

@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, args: MaintainArgs) -> anyhow::Result<Exit
         })
         .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if !settings.quiet {
         eprintln!(
             "maintained {} tables in {:.1} s",

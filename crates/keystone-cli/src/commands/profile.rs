@@ -91,20 +91,20 @@ pub async fn run(settings: &Settings, args: ProfileArgs) -> anyhow::Result<ExitC
     };
     let p = lit(&profile);
 
-    println!("Profile {profile}\n");
+    outln!("Profile {profile}\n");
     let row = engine
         .collect(&format!("SELECT * FROM profiles WHERE profile_id = {p}"))
         .await?;
     print_vertical(&row)?;
 
-    println!("\nIdentifiers:");
+    outln!("\nIdentifiers:");
     let ids_sql = format!(
         "SELECT identifier_type, identifier, first_seen, last_seen, linked_by FROM identities \
          WHERE profile_id = {p} ORDER BY first_seen, identifier_type, identifier"
     );
     print_query(&engine, &ids_sql).await?;
 
-    println!("\nRecent events:");
+    outln!("\nRecent events:");
     print_query(
         &engine,
         &format!(
@@ -122,7 +122,7 @@ pub async fn run(settings: &Settings, args: ProfileArgs) -> anyhow::Result<ExitC
 }
 
 async fn explain(engine: &Engine, profile: &str, rules: &Rules) -> anyhow::Result<()> {
-    println!("\nWhy these identifiers are one person:");
+    outln!("\nWhy these identifiers are one person:");
     let ids = engine
         .collect(&format!(
             "SELECT identifier_type, identifier, linked_by, CAST(first_seen AS VARCHAR) AS first_seen_text FROM identities \
@@ -166,15 +166,15 @@ async fn explain(engine: &Engine, profile: &str, rules: &Rules) -> anyhow::Resul
             .unwrap_or_else(|| "an event no longer in the lake".to_string())
     };
     for r in &ids {
-        println!("  {}:{}", r[0], r[1]);
-        println!("      linked {} by {} ({})", r[3], r[2], describe(&r[2]));
+        outln!("  {}:{}", r[0], r[1]);
+        outln!("      linked {} by {} ({})", r[3], r[2], describe(&r[2]));
     }
     if absorbed.is_empty() {
-        println!("  No other profile was merged into this one.");
+        outln!("  No other profile was merged into this one.");
     } else {
-        println!("  Merges into this profile (oldest first):");
+        outln!("  Merges into this profile (oldest first):");
         for r in &absorbed {
-            println!(
+            outln!(
                 "    {}: profile {} joined {} ({}), event {} ({})",
                 r[2],
                 r[0],
@@ -254,7 +254,7 @@ fn print_vertical(batches: &[RecordBatch]) -> anyhow::Result<()> {
         for row in 0..batch.num_rows() {
             for (f, col) in schema.fields().iter().zip(batch.columns()) {
                 let fmt = ArrayFormatter::try_new(col.as_ref(), &opts)?;
-                println!("  {:width$}  {}", f.name(), fmt.value(row));
+                outln!("  {:width$}  {}", f.name(), fmt.value(row));
             }
         }
     }

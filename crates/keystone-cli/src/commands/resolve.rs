@@ -23,7 +23,7 @@ pub async fn run(settings: &Settings, args: ResolveArgs) -> anyhow::Result<ExitC
     let lake = settings.lake()?;
     let report = resolve_with_progress(&lake, settings).await?;
     if args.json {
-        println!("{}", report_json(&report));
+        outln!("{}", report_json(&report));
     } else if !settings.quiet {
         print_summary(&report);
     }
@@ -71,39 +71,46 @@ fn mode_text(mode: &Mode) -> String {
 /// Print what a run did, for people.
 pub fn print_summary(r: &ResolveReport) {
     if r.mode == Mode::UpToDate {
-        println!(
+        outln!(
             "nothing new: events version {} is already resolved",
             r.events_version
         );
         return;
     }
     let total = r.total_secs;
-    println!(
+    outln!(
         "{} (events version {}) in {total:.1}s",
         mode_text(&r.mode),
         r.events_version
     );
     if let Some(from) = &r.graph_loaded_from {
-        println!(
+        outln!(
             "  previous identity graph loaded from the {from} in {:.1}s",
             r.load_secs
         );
     }
-    println!(
+    outln!(
         "  read {} events from {} files in {:.1}s",
-        r.events_read, r.files_read, r.read_secs
+        r.events_read,
+        r.files_read,
+        r.read_secs
     );
-    println!(
+    outln!(
         "  {} identifiers in {} profiles; {} merges, {} identifiers cut by a rule (see identity_audit); graph {:.1}s",
-        r.identifiers, r.profiles, r.merges, r.cuts, r.graph_secs
+        r.identifiers,
+        r.profiles,
+        r.merges,
+        r.cuts,
+        r.graph_secs
     );
     let how = match &r.profiles_full {
         None => "updated from the new events".to_string(),
         Some(why) => format!("built from every event ({why})"),
     };
-    println!(
+    outln!(
         "  profiles {how} in {:.1}s; identities committed in {:.1}s (while the profiles were built)",
-        r.profile_secs, r.commit_secs
+        r.profile_secs,
+        r.commit_secs
     );
 }
 

@@ -104,9 +104,9 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
             }
         }
         SegmentCommand::List => {
-            println!("name\tcreated_at\tsql");
+            outln!("name\tcreated_at\tsql");
             for d in engine.refresh_segments().await? {
-                println!("{}\t{}\t{}", d.name, d.created_at, d.sql.replace('\n', " "));
+                outln!("{}\t{}\t{}", d.name, d.created_at, d.sql.replace('\n', " "));
             }
         }
         SegmentCommand::Drop { name } => {
@@ -149,7 +149,7 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
                     report.write.as_secs_f64()
                 );
             }
-            println!("{}", report.run.run_id);
+            outln!("{}", report.run.run_id);
             if !report.failed.is_empty() {
                 for (_, why) in &report.failed {
                     eprintln!("error: {why}");
@@ -168,12 +168,17 @@ pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitC
             }
         }
         SegmentCommand::Runs => {
-            println!("run_id\tmaterialized_at\tsegment\tmembers\tentered\texited");
+            outln!("run_id\tmaterialized_at\tsegment\tmembers\tentered\texited");
             for run in keystone_engine::materialize::segment_runs(engine.lake()).await? {
                 for s in &run.segments {
-                    println!(
+                    outln!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
-                        run.run_id, run.materialized_at, s.segment, s.members, s.entered, s.exited
+                        run.run_id,
+                        run.materialized_at,
+                        s.segment,
+                        s.members,
+                        s.entered,
+                        s.exited
                     );
                 }
             }

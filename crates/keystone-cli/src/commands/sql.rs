@@ -66,7 +66,7 @@ async fn repl(engine: &Engine, format: OutputFormat) -> anyhow::Result<()> {
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    println!(
+    outln!(
         "Keystone SQL on {} — end statements with ';', \\d lists tables, \\q quits.",
         engine.lake().root()
     );

@@ -43,7 +43,7 @@ pub async fn run(settings: &Settings, args: ExportSubjectArgs) -> anyhow::Result
                 );
             }
         }
-        None => println!("{text}"),
+        None => outln!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,20 +12,22 @@ pub struct TablesArgs {}
 
 pub async fn run(settings: &Settings, _args: TablesArgs) -> anyhow::Result<ExitCode> {
     let lake = settings.lake()?;
-    println!("lake: {}", lake.root());
+    outln!("lake: {}", lake.root());
     for spec in TABLES {
         match lake.load(spec).await? {
             Some(t) => {
                 let version = t.version().map_or_else(|| "-".into(), |v| v.to_string());
                 let files = t.get_file_uris().map(|f| f.count()).unwrap_or(0);
-                println!(
+                outln!(
                     "  {:<12} version {version:<6} {files:>6} files  {}",
-                    spec.name, spec.description
+                    spec.name,
+                    spec.description
                 );
             }
-            None => println!(
+            None => outln!(
                 "  {:<12} (not created yet)  {}",
-                spec.name, spec.description
+                spec.name,
+                spec.description
             ),
         }
     }

@@ -29,6 +29,23 @@ fn demo_fills_the_lake_and_prints_a_summary() {
         ),
         vec!["0"]
     );
+    // The suggested profile is one the sample holds, on this lake.
+    let suggested = out
+        .lines()
+        .find_map(|l| l.split_once(" profile show "))
+        .expect("a profile show suggestion");
+    assert!(suggested.0.contains("--lake"), "{}", suggested.0);
+    let id = suggested.1.split_whitespace().next().unwrap();
+    let shown = ok(&lake, &["profile", "show", id, "--explain"]);
+    assert!(shown.contains(id.trim_start_matches("user_id:")), "{shown}");
+    // --quiet: the summary only.
+    let quiet = ok(&lake, &["--quiet", "demo", "--profiles", "200"]);
+    assert!(
+        !quiet.contains("1/4")
+            && !quiet.contains("Explore next")
+            && quiet.contains("Events per type"),
+        "{quiet}"
+    );
     // A second run on the same day finds the same content and loads nothing new.
     let before = query(&lake, "SELECT count(*) FROM events");
     let again = ok(&lake, &["demo", "--profiles", "200"]);
@@ -63,6 +80,32 @@ fn gen_is_deterministic_for_a_seed() {
             std::fs::read(a.join(f)).unwrap(),
             std::fs::read(b.join(f)).unwrap(),
             "{f}"
+        );
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (_dir, lake) = temp_lake();
+    ok(&lake, &["tables"]);
+    for _ in 0..3 {
+        // The reading end is closed before keystone writes (it opens the
+        // lake first): each write then fails with EPIPE.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keystone"))
+            .arg("--lake")
+            .arg(&lake)
+            .arg("tables")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn keystone");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "{:?}: {stderr}",
+            out.status
         );
     }
 }
