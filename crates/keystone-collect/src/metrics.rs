@@ -17,6 +17,7 @@ pub struct Metrics {
     pub bad_requests: AtomicU64,
     pub unauthorized: AtomicU64,
     pub overloaded: AtomicU64,
+    pub not_found: AtomicU64,
     pub unavailable: AtomicU64,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
         for (code, v) in [
             ("400", g(&self.bad_requests)),
             ("401", g(&self.unauthorized)),
+            ("404", g(&self.not_found)),
             ("429", g(&self.overloaded)),
             ("503", g(&self.unavailable)),
         ] {

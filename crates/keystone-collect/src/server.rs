@@ -279,6 +279,7 @@ fn error_response(shared: &Shared, e: &ApiError) -> Response {
     let counter = match e.status {
         400 => &shared.metrics.bad_requests,
         401 => &shared.metrics.unauthorized,
+        404 => &shared.metrics.not_found,
         429 => &shared.metrics.overloaded,
         _ => &shared.metrics.unavailable,
     };

@@ -8,6 +8,7 @@
 //! | `email`, `phone`, `ip` | hex SHA-256 of the value (joins and distinct counts still work) |
 //! | `identifier` where `identifier_type` is `email` or `phone` | hex SHA-256 |
 //! | `traits`, `context`, `raw` (JSON that may hold anything about a person) | NULL |
+//! | `reason` of a table with `raw` (`quarantine`: quotes the value refused) | each quoted value as `"…"` |
 //!
 //! A filter on a masked column compares against the masked value, so
 //! `WHERE email = 'jane@example.org'` finds nothing: the clear value never
@@ -22,6 +23,7 @@ use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
 use datafusion::functions::crypto::expr_fn::sha256;
 use datafusion::functions::encoding::expr_fn::encode;
+use datafusion::functions::regex::expr_fn::regexp_replace;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, case, cast, col, lit};
 use datafusion::scalar::ScalarValue;
 
@@ -54,6 +56,7 @@ fn hashed(column: &str) -> Expr {
 pub fn mask_table(name: &str, provider: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
     let schema = provider.schema();
     let has_identifier_type = schema.column_with_name("identifier_type").is_some();
+    let has_raw = schema.column_with_name("raw").is_some();
     let mut touched = false;
     let exprs: Vec<Expr> = schema
         .fields()
@@ -68,6 +71,14 @@ pub fn mask_table(name: &str, provider: Arc<dyn TableProvider>) -> Result<Arc<dy
                 Some(hashed(n))
             } else if REMOVED_COLUMNS.contains(&n) {
                 Some(lit(ScalarValue::try_from(f.data_type())?))
+            } else if text && n == "reason" && has_raw {
+                // ``line 4: `timestamp` is not ISO-8601: "jane@example.org"``
+                Some(regexp_replace(
+                    col(n),
+                    lit(r#""([^"\\]|\\.)*""#),
+                    lit("\"…\""),
+                    Some(lit("g")),
+                ))
             } else if text && n == "identifier" && has_identifier_type {
                 let types = HASHED_IDENTIFIER_TYPES.iter().map(|t| lit(*t)).collect();
                 Some(
@@ -109,5 +120,63 @@ impl SchemaProvider for MaskedSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn quarantine_reasons_keep_the_diagnosis_without_the_values() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("raw", DataType::Utf8, true),
+            Field::new("reason", DataType::Utf8, true),
+        ]));
+        let reasons = [
+            r#"line 4: `timestamp` is not ISO-8601: "leak4@example.org""#,
+            r#"line 5: `email` is not valid: "a \"quoted\" jane@example.org" (2 values: "x", "y")"#,
+            "line 6: no identifier: user_id, anonymous_id, email and phone are all null",
+        ];
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("{}"); 3])),
+                Arc::new(StringArray::from(reasons.to_vec())),
+            ],
+        )
+        .unwrap();
+        let table = Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+        let masked = mask_table("quarantine", table).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("quarantine", masked).unwrap();
+        let batches = ctx
+            .sql("SELECT raw, reason FROM quarantine")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let reason = arrow::compute::cast(batches[0].column(1), &DataType::Utf8).unwrap();
+        let reason: Vec<&str> = reason
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(
+            reason,
+            [
+                r#"line 4: `timestamp` is not ISO-8601: "…""#,
+                r#"line 5: `email` is not valid: "…" (2 values: "…", "…")"#,
+                reasons[2],
+            ]
+        );
+        assert_eq!(batches[0].column(0).null_count(), 3, "raw is removed");
     }
 }

@@ -289,6 +289,15 @@ async fn oversized_bodies_are_refused_before_being_read_whole() {
     assert!(body.contains("body_too_large"), "{body}");
     let (status, body, _) = s.post("/v1/nope", &auth, batch_body(&["a"])).await;
     assert_eq!(status, 404, "{body}");
+    // Each refusal is counted under its own status, not as unavailable.
+    let (_, metrics) = s.get("/metrics").await;
+    for line in [
+        "keystone_collector_rejected_requests_total{code=\"400\"} 1",
+        "keystone_collector_rejected_requests_total{code=\"404\"} 1",
+        "keystone_collector_rejected_requests_total{code=\"503\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     s.stop().await;
     assert!(message_ids(&lake).await.is_empty());
 }
