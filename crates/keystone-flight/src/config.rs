@@ -22,8 +22,8 @@ pub struct FlightConfig {
     pub query_timeout_secs: u64,
     /// Lifetime of a bearer token returned by the Basic handshake.
     pub token_ttl_secs: u64,
-    /// Prepared statements kept open at once (the least recently used are
-    /// closed beyond it).
+    /// Prepared statements kept open at once per key (that key's least
+    /// recently used are closed beyond it).
     pub max_prepared_statements: usize,
     /// Largest bulk ingest, in bytes of Arrow data.
     pub max_ingest_bytes: u64,

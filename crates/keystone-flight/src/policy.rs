@@ -78,9 +78,10 @@ pub fn check_can_query(principal: &Principal) -> Result<(), Status> {
 pub fn can_read(role: Role, schema: &str, table: &str) -> bool {
     match role {
         Role::Admin | Role::Analyst => true,
+        // Not information_schema: it lists every table and column (and the
+        // SQL of views), which GetTables hides from this role.
         Role::Activation => {
             schema == SEGMENTS
-                || schema == INFORMATION_SCHEMA
                 || (schema == PUBLIC
                     && matches!(table, "profiles" | "segment_membership" | "segment_changes"))
         }
@@ -170,6 +171,8 @@ mod tests {
         assert!(can_read(Role::Activation, PUBLIC, "segment_changes"));
         assert!(!can_read(Role::Activation, PUBLIC, "events"));
         assert!(!can_read(Role::Activation, PUBLIC, "identities"));
+        assert!(!can_read(Role::Activation, INFORMATION_SCHEMA, "columns"));
+        assert!(can_read(Role::Analyst, INFORMATION_SCHEMA, "columns"));
         assert!(can_read(Role::Analyst, PUBLIC, "events"));
         assert!(!can_read(Role::Collector, PUBLIC, "profiles"));
     }

@@ -515,9 +515,12 @@ impl KeystoneFlight {
     fn remember(&self, principal: &Principal, sql: String) -> Result<String, Status> {
         let handle = uuid::Uuid::new_v4().simple().to_string();
         let mut prepared = self.prepared.lock().map_err(internal)?;
-        while prepared.len() >= self.config.max_prepared_statements {
+        // The cap is per key: one key's statements never evict another's.
+        let mine = |p: &Prepared| p.key_id == principal.key_id;
+        while prepared.values().filter(|p| mine(p)).count() >= self.config.max_prepared_statements {
             let oldest = prepared
                 .iter()
+                .filter(|(_, p)| mine(p))
                 .min_by_key(|(_, p)| p.last_used)
                 .map(|(h, _)| h.clone());
             match oldest {
@@ -926,7 +929,12 @@ impl FlightSqlService for KeystoneFlight {
         let principal = self.principal(&request).await?;
         let mut builder = query.into_builder();
         for schema in [INFORMATION_SCHEMA, PUBLIC, SEGMENTS] {
-            if principal.role != keystone_lake::Role::Collector || schema == PUBLIC {
+            let listed = match principal.role {
+                keystone_lake::Role::Collector => schema == PUBLIC,
+                keystone_lake::Role::Activation => schema != INFORMATION_SCHEMA,
+                _ => true,
+            };
+            if listed {
                 builder.append(CATALOG, schema);
             }
         }

@@ -990,3 +990,47 @@ async fn a_statement_ticket_runs_with_the_rights_of_the_key_that_fetches_it() {
     let (_, now) = query(&mut admin, sql).await;
     assert_eq!(strings(&now, "email").len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keys_prepared_statements_do_not_evict_anothers() {
+    let config = FlightConfig {
+        max_prepared_statements: 2,
+        ..FlightConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut analyst = server.client(&server.keys.analyst).await;
+    let mut kept = analyst
+        .prepare("SELECT count(*) AS n FROM events".into(), None)
+        .await
+        .expect("prepare");
+    let mut activation = server.client(&server.keys.activation).await;
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        theirs.push(
+            activation
+                .prepare(format!("SELECT {i} AS i"), None)
+                .await
+                .expect("prepare"),
+        );
+    }
+    // The analyst's statement survives the other key's three; within a key
+    // the cap still closes the least recently used.
+    let info = kept
+        .execute()
+        .await
+        .expect("the analyst's statement is kept");
+    assert_eq!(
+        fetch(&mut analyst, &info)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1
+    );
+    let err = theirs[0]
+        .execute()
+        .await
+        .expect_err("evicted by the same key");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    theirs[2].execute().await.expect("the newest is kept");
+}
