@@ -244,6 +244,14 @@ impl SchemaProvider for LakeSchema {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
         else {
+            // `quarantine` is created by the first rejected row: before it,
+            // a lake with no bad input has an empty one, not a missing one.
+            if name == keystone_lake::QUARANTINE.name {
+                let schema = (keystone_lake::QUARANTINE.schema)();
+                return Ok(Some(Arc::new(
+                    datafusion::datasource::empty::EmptyTable::new(schema),
+                )));
+            }
             return Ok(None);
         };
         Ok(Some(self.provider(name, &table).await?))

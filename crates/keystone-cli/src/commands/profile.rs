@@ -74,7 +74,12 @@ pub async fn run(settings: &Settings, args: ProfileArgs) -> anyhow::Result<ExitC
         .unwrap_or_else(|| settings.rules.clone());
     let (kind, value) = parse_identifier(&args.identifier, &rules)?;
     let engine = Engine::open(lake).await?;
-    if !engine.context().table_exist("identities")? {
+    if engine
+        .lake()
+        .load(&keystone_lake::IDENTITIES)
+        .await?
+        .is_none()
+    {
         bail!("no identities yet: run `keystone resolve` first");
     }
     let found = engine

@@ -136,3 +136,22 @@ fn tables_are_listed_with_information_schema() {
     );
     assert_eq!(rows, vec!["keystone,public,events"]);
 }
+
+#[test]
+fn documented_tables_answer_before_their_first_row() {
+    let (dir, lake) = temp_lake();
+    let clean = dir.path().join("clean.ndjson");
+    std::fs::write(
+        &clean,
+        r#"{"type":"identify","messageId":"q1","userId":"u-1","timestamp":"2026-10-01T10:00:00Z","traits":{"email":"jane@example.org"}}"#,
+    )
+    .unwrap();
+    ok(&lake, &["ingest", clean.to_str().unwrap()]);
+    // No bad row yet: quarantine is empty, not missing.
+    assert_eq!(query(&lake, "SELECT count(*) FROM quarantine"), ["0"]);
+    // Before the first resolve, a profile lookup says what to do.
+    let out = keystone(&lake, &["profile", "show", "email:jane@example.org"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("run `keystone resolve` first"), "{e}");
+}
