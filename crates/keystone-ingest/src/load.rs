@@ -302,6 +302,15 @@ fn plan_file(path: &Path, opts: &IngestOptions) -> Result<Planned> {
                 Some(m) => m.clone(),
                 None => path.with_extension("mapping.toml"),
             };
+            if opts.mapping.is_some() && !mapping_path.exists() {
+                return Err(Error::Mapping {
+                    path: display,
+                    reason: format!(
+                        "the mapping file {} (--mapping) does not exist",
+                        mapping_path.display()
+                    ),
+                });
+            }
             if !mapping_path.exists() {
                 return Err(Error::Mapping {
                     path: display,

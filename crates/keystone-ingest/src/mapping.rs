@@ -107,7 +107,17 @@ impl CsvMapping {
 
     /// Parse and check a mapping from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let m: CsvMapping = toml::from_str(text).map_err(|e| e.to_string())?;
+        let m: CsvMapping = toml::from_str(text).map_err(|e| {
+            let e = e.to_string();
+            // serde names no variant of an untagged enum: say what a column may be.
+            if e.contains("untagged enum ColumnSpec") {
+                format!(
+                    "{e}: a column is a name (\"purchased_at\") or {{ column = \"...\", type = \"string\" | \"number\" | \"integer\" | \"boolean\" }}"
+                )
+            } else {
+                e
+            }
+        })?;
         if keystone_core::event::EventType::parse(&m.event_type).is_none() {
             return Err(format!("`type` is not a Segment type: {:?}", m.event_type));
         }
@@ -345,5 +355,16 @@ revenue = { column = "amount", type = "number" }
         assert!(CsvMapping::from_toml("type = \"track\"\nevent=\"x\"\nbogus = 1").is_err());
         assert!(CsvMapping::from_toml("type = \"purchase\"").is_err());
         assert!(CsvMapping::from_toml("type = \"track\"").is_err());
+    }
+
+    #[test]
+    fn an_unknown_column_type_names_the_known_ones() {
+        let text = STORE.replace("type = \"number\"", "type = \"decimal\"");
+        assert_ne!(text, STORE, "the fixture has a typed column");
+        let err = CsvMapping::from_toml(&text).unwrap_err();
+        assert!(
+            err.contains("\"string\" | \"number\" | \"integer\" | \"boolean\""),
+            "{err}"
+        );
     }
 }

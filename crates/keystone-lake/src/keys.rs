@@ -150,10 +150,10 @@ impl Lake {
         grants: &[String],
     ) -> Result<(String, KeyRecord)> {
         if let Some(bad) = grants.iter().find(|g| !GRANTS.contains(&g.as_str())) {
-            return Err(Error::State {
-                name: KEYS_STATE.into(),
-                reason: format!("unknown grant {bad:?} (known: {})", GRANTS.join(", ")),
-            });
+            return Err(Error::Conflict(format!(
+                "unknown grant {bad:?} (known: {})",
+                GRANTS.join(", ")
+            )));
         }
         let key = new_key();
         let id = key[..ID_LEN].to_string();

@@ -255,3 +255,34 @@ fn a_file_with_only_bad_rows_exits_non_zero_but_keeps_the_quarantine() {
     );
     assert_eq!(query(&lake, "SELECT count(*) FROM quarantine"), vec!["2"]);
 }
+
+#[test]
+fn a_missing_mapping_file_or_an_unknown_grant_is_named_as_such() {
+    let (dir, lake) = temp_lake();
+    let missing = dir.path().join("nonexist.toml");
+    let out = keystone(
+        &lake,
+        &[
+            "ingest",
+            fixture("store.csv").to_str().unwrap(),
+            "--mapping",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("nonexist.toml (--mapping) does not exist") && !e.contains("pass --mapping"),
+        "{e}"
+    );
+    let out = keystone(
+        &lake,
+        &["keys", "create", "--role", "analyst", "--grant", "bogus"],
+    );
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("unknown grant \"bogus\"") && !e.contains("keys.json"),
+        "{e}"
+    );
+}
