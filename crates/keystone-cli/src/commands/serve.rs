@@ -43,7 +43,7 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
 
     // Flight SQL first: `/health` answers 200 only once both listen.
     let mut flight_task = None;
-    let mut flight_shown = String::from("off");
+    let mut flight_shown = String::from("off (--no-flight)");
     if !args.no_flight {
         settings
             .flight
@@ -57,7 +57,7 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
         } else {
             "grpc"
         };
-        flight_shown = format!("{scheme}://{}", listener.local_addr()?);
+        flight_shown = format!("on {scheme}://{}", listener.local_addr()?);
         let engine = Arc::new(Engine::open(lake.clone()).await?);
         let service = KeystoneFlight::new(engine, settings.flight.clone()).await?;
         let config = settings.flight.clone();
@@ -129,7 +129,7 @@ pub async fn run(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCod
         move |addr| {
             if !quiet {
                 eprintln!(
-                    "keystone collector on http://{addr} (WAL {wal_shown}), Flight SQL on {flight_shown}, lake {lake_shown}; SIGTERM or Ctrl-C stops it"
+                    "keystone collector on http://{addr} (WAL {wal_shown}), Flight SQL {flight_shown}, lake {lake_shown}; SIGTERM or Ctrl-C stops it"
                 );
             }
         },
