@@ -605,22 +605,11 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     };
     let server = Server::start(config).await;
     let mut client = server.client(&server.keys.analyst).await;
-    let info = client
-        .execute(
-            "SELECT count(*) FROM generate_series(1, 3000000) a(v) JOIN generate_series(1, 3000000) b(w) ON v = w".into(),
-            None,
-        )
-        .await
-        .expect("plans");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let err = match client.do_get(ticket).await {
-        Err(e) => e,
-        Ok(stream) => stream
-            .try_collect::<Vec<_>>()
-            .await
-            .expect_err("over the memory limit"),
-    };
-    let (c, m) = code(err);
+    let (c, m) = failure(
+        &mut client,
+        "SELECT count(*) FROM generate_series(1, 3000000) a(v) JOIN generate_series(1, 3000000) b(w) ON v = w",
+    )
+    .await;
     assert_eq!(c, Code::ResourceExhausted, "{m}");
     assert!(m.contains("query_memory_limit_bytes"), "{m}");
     wait_idle(&server.active).await;
@@ -628,23 +617,7 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     // A function whose result the memory limit does not count: refused
     // before it allocates 1.5 GB (at planning, where the constant folds, or
     // while streaming).
-    let err = match client
-        .execute("SELECT length(repeat('x', 1500000000)) AS n".into(), None)
-        .await
-    {
-        Err(e) => e,
-        Ok(info) => {
-            let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-            match client.do_get(ticket).await {
-                Err(e) => e,
-                Ok(stream) => stream
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .expect_err("over the cap of one call"),
-            }
-        }
-    };
-    let (c, m) = code(err);
+    let (c, m) = failure(&mut client, "SELECT length(repeat('x', 1500000000)) AS n").await;
     assert_eq!(c, Code::ResourceExhausted, "{m}");
     assert!(m.contains("repeat() would produce 1430 MiB"), "{m}");
     wait_idle(&server.active).await;
@@ -656,22 +629,27 @@ async fn a_query_over_its_memory_limit_or_time_is_resource_exhausted() {
     };
     let server = Server::start(config).await;
     let mut client = server.client(&server.keys.analyst).await;
-    let info = client
-        .execute(
-            "SELECT count(*) FROM generate_series(1, 100000000000) t(v) WHERE v % 7 = 3".into(),
-            None,
-        )
-        .await
-        .expect("plans");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let err = match client.do_get(ticket).await {
-        Err(e) => e,
-        Ok(stream) => stream.try_collect::<Vec<_>>().await.expect_err("times out"),
-    };
-    let (c, m) = code(err);
+    let (c, m) = failure(
+        &mut client,
+        "SELECT count(*) FROM generate_series(1, 100000000000) t(v) WHERE v % 7 = 3",
+    )
+    .await;
     assert_eq!(c, Code::ResourceExhausted, "{m}");
     assert!(m.contains("query_timeout_secs"), "{m}");
     wait_idle(&server.active).await;
+}
+
+/// The status a query fails with, when planning it or streaming it.
+async fn failure(client: &mut Client, sql: &str) -> (Code, String) {
+    let info = match client.execute(sql.into(), None).await {
+        Err(e) => return code(e),
+        Ok(info) => info,
+    };
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    code(match client.do_get(ticket).await {
+        Err(e) => e,
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.expect_err(sql),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
