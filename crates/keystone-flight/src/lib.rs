@@ -8,7 +8,8 @@
 //!                                   ├─ auth      Bearer key | Basic handshake → token
 //!                                   ├─ policy    read-only SQL; tables by role
 //!                                   ├─ Engine::served_context(masked?) ─▶ DataFusion plan
-//!                                   │     └─ Engine::task_context(memory limit) ─▶ batches
+//!                                   │     └─ Engine::task_context(memory limit)
+//!                                   │           ─▶ batches on the query threads (deadline)
 //!                                   │           ─▶ FlightData (streamed)
 //!                                   └─ ingest    DoPut(CommandStatementIngest) ─▶ keystone ingest
 //! ```
