@@ -188,6 +188,12 @@ pub fn extract_identifiers(row: &EventRow, rules: &Rules) -> Vec<Identifier> {
     out
 }
 
+/// The regions `[identity] default_region` may name (their national numbers
+/// are turned into E.164 by [`to_e164`]).
+pub const PHONE_REGIONS: &[&str] = &[
+    "FR", "GB", "UK", "DE", "BE", "NL", "CH", "ES", "IT", "US", "CA",
+];
+
 /// Phone in E.164 where it can be: `+` numbers kept, `00` → `+`, and a
 /// national number completed with the default region's calling code (trunk
 /// `0` dropped where the country uses one). Regions known: FR, GB, DE, ES, IT,

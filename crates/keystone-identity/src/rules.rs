@@ -118,6 +118,14 @@ impl Rules {
         if self.default_limit == 0 {
             return Err("identity.default_limit = 0: a limit must be at least 1".into());
         }
+        if let Some(region) = &self.default_region
+            && !crate::extract::PHONE_REGIONS.contains(&region.to_ascii_uppercase().as_str())
+        {
+            return Err(format!(
+                "identity.default_region = {region:?}: phone numbers are read for {}",
+                crate::extract::PHONE_REGIONS.join(", ")
+            ));
+        }
         Ok(())
     }
 
@@ -218,5 +226,15 @@ mod tests {
                 .contains("identity.property_ids.card")
         );
         assert!(toml::from_str::<Rules>("limit = 3").is_err());
+        let region = |r: &str| Rules {
+            default_region: Some(r.into()),
+            ..Rules::default()
+        };
+        region("fr").validate().unwrap();
+        let e = region("XX").validate().unwrap_err();
+        assert!(
+            e.contains("identity.default_region = \"XX\"") && e.contains("FR"),
+            "{e}"
+        );
     }
 }

@@ -71,11 +71,21 @@ pub async fn run(settings: &Settings, args: KeysArgs) -> anyhow::Result<ExitCode
             }
         }
         KeysCommand::Revoke { id } => {
+            let already = lake
+                .keys()
+                .await?
+                .records()
+                .iter()
+                .any(|k| k.id == id && k.revoked);
             if !lake.revoke_key(&id).await? {
                 anyhow::bail!("no key with id {id:?} (see `keystone keys list`)");
             }
             if !settings.quiet {
-                eprintln!("revoked key {id}");
+                if already {
+                    eprintln!("key {id} was already revoked");
+                } else {
+                    eprintln!("revoked key {id}");
+                }
             }
         }
     }

@@ -285,4 +285,24 @@ fn a_missing_mapping_file_or_an_unknown_grant_is_named_as_such() {
         e.contains("unknown grant \"bogus\"") && !e.contains("keys.json"),
         "{e}"
     );
+    // Revoking twice says so the second time.
+    ok(
+        &lake,
+        &["keys", "create", "--role", "analyst", "--name", "temp"],
+    );
+    let listed = ok(&lake, &["keys", "list"]);
+    let id = listed
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split('\t').next())
+        .expect("a key");
+    for expected in [
+        format!("revoked key {id}"),
+        format!("key {id} was already revoked"),
+    ] {
+        let out = keystone(&lake, &["keys", "revoke", id]);
+        assert!(out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(&expected), "{e}");
+    }
 }
