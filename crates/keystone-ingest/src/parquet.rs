@@ -68,10 +68,14 @@ pub async fn read_parquet(
         }
         let typed =
             RecordBatch::try_new(target.clone(), columns).map_err(|e| format_err(e.to_string()))?;
+        // The rows' own `source`, looked up once per batch (unless --source).
+        let own_source = typed
+            .column_by_name("source")
+            .filter(|_| !source_given)
+            .map(|c| c.as_string::<i32>());
         let source_of = |i: usize| -> String {
-            let own = typed.column_by_name("source").filter(|c| c.is_valid(i));
-            match own {
-                Some(c) if !source_given => c.as_string::<i32>().value(i).to_string(),
+            match own_source {
+                Some(c) if c.is_valid(i) => c.value(i).to_string(),
                 _ => source.to_string(),
             }
         };
