@@ -175,9 +175,17 @@ impl Settings {
         })
     }
 
-    /// Open the lake.
+    /// Open the lake, creating a local folder that is not there yet (for
+    /// the commands that write a lake from nothing: `ingest`, `demo`,
+    /// `serve`, `keys`).
     pub fn lake(&self) -> anyhow::Result<Lake> {
         Ok(Lake::open(&self.lake_location)?)
+    }
+
+    /// Open a lake that must already exist: a mistyped `--lake` is an error,
+    /// not a new empty lake.
+    pub fn existing_lake(&self) -> anyhow::Result<Lake> {
+        Ok(Lake::open_existing(&self.lake_location)?)
     }
 }
 

@@ -51,6 +51,18 @@ impl Lake {
     /// `file://` URL, or `s3://bucket/prefix` (credentials and endpoint from
     /// the `AWS_*` environment).
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, true)
+    }
+
+    /// Open the lake at `location` for a command that needs one already
+    /// there: a local folder that does not exist is an error naming it
+    /// (rather than a new, empty lake in a mistyped place). `s3://` and
+    /// `file://` locations are opened as by [`Lake::open`].
+    pub fn open_existing(location: &str) -> Result<Self> {
+        Self::open_with(location, false)
+    }
+
+    fn open_with(location: &str, create: bool) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidLocation {
             location: location.to_string(),
             reason,
@@ -62,7 +74,7 @@ impl Lake {
                     let path = url
                         .to_file_path()
                         .map_err(|()| invalid("not a local path".into()))?;
-                    local_root(&path)?
+                    local_root(&path, create)?
                 }
                 "s3" | "s3a" => {
                     if url.host_str().is_none_or(str::is_empty) {
@@ -79,7 +91,7 @@ impl Lake {
                 }
             }
         } else {
-            local_root(Path::new(location))?
+            local_root(Path::new(location), create)?
         };
         let root = with_trailing_slash(root);
         let storage_options = if root.scheme() == "file" {
@@ -207,7 +219,23 @@ impl Lake {
     }
 }
 
-fn local_root(path: &Path) -> Result<Url> {
+/// The URL of the local lake folder `path`, created first when `create`.
+fn local_root(path: &Path, create: bool) -> Result<Url> {
+    let invalid = |reason: &str| Error::InvalidLocation {
+        location: path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => return Err(invalid("it is a file, not a folder")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+            return Err(invalid(
+                "no such folder (check --lake or `lake` in the config; \
+                 `keystone ingest` or `keystone demo` creates a lake)",
+            ));
+        }
+        Err(_) => {}
+    }
     std::fs::create_dir_all(path).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
@@ -307,6 +335,34 @@ mod tests {
                 .ends_with("/lake/events/")
         );
         assert!(dir.path().join("lake").is_dir());
+    }
+
+    #[test]
+    fn a_missing_folder_is_refused_when_a_lake_must_exist_and_a_file_always() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("lkae");
+        let err = Lake::open_existing(missing.to_str().unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("lkae") && msg.contains("no such folder"),
+            "{msg}"
+        );
+        assert!(!missing.exists(), "nothing created");
+
+        std::fs::create_dir(&missing).unwrap();
+        Lake::open_existing(missing.to_str().unwrap()).unwrap();
+        let url = format!("file://{}", missing.display());
+        Lake::open_existing(&url).unwrap();
+
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "x").unwrap();
+        for open in [Lake::open, Lake::open_existing] {
+            let msg = open(file.to_str().unwrap()).unwrap_err().to_string();
+            assert!(
+                msg.contains("notes.txt") && msg.contains("is a file, not a folder"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

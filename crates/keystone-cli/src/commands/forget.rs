@@ -58,7 +58,7 @@ pub async fn run(settings: &Settings, args: ForgetArgs) -> anyhow::Result<ExitCo
     if subjects.is_empty() {
         anyhow::bail!("nothing to forget: give TYPE:VALUE arguments or --file ids.csv");
     }
-    let engine = Engine::open(settings.lake()?).await?;
+    let engine = Engine::open(settings.existing_lake()?).await?;
     let record = engine.forget(&subjects).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&record)?);

@@ -18,7 +18,7 @@ pub struct MaintainArgs {
 }
 
 pub async fn run(settings: &Settings, args: MaintainArgs) -> anyhow::Result<ExitCode> {
-    let engine = Engine::open(settings.lake()?).await?;
+    let engine = Engine::open(settings.existing_lake()?).await?;
     let today = args
         .today
         .unwrap_or_else(|| chrono::Utc::now().date_naive());

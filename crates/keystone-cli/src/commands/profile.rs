@@ -67,7 +67,7 @@ pub fn parse_identifier(arg: &str, rules: &Rules) -> anyhow::Result<(String, Str
 
 pub async fn run(settings: &Settings, args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let ProfileCommand::Show(args) = args.command;
-    let lake = settings.lake()?;
+    let lake = settings.existing_lake()?;
     let rules = ResolveState::load(&lake)
         .await?
         .map(|s| s.rules)

@@ -20,7 +20,7 @@ pub struct ResolveArgs {
 }
 
 pub async fn run(settings: &Settings, args: ResolveArgs) -> anyhow::Result<ExitCode> {
-    let lake = settings.lake()?;
+    let lake = settings.existing_lake()?;
     let report = resolve_with_progress(&lake, settings).await?;
     if args.json {
         outln!("{}", report_json(&report));

@@ -80,7 +80,7 @@ impl Format {
 }
 
 pub async fn run(settings: &Settings, args: SegmentArgs) -> anyhow::Result<ExitCode> {
-    let engine = Engine::open(settings.lake()?).await?;
+    let engine = Engine::open(settings.existing_lake()?).await?;
     match args.command {
         SegmentCommand::Create { name, sql } => {
             let def = engine.create_segment(&name, &sql).await?;

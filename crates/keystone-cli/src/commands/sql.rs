@@ -21,7 +21,7 @@ pub struct SqlArgs {
 }
 
 pub async fn run(settings: &Settings, args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let engine = Engine::open(settings.lake()?).await?;
+    let engine = Engine::open(settings.existing_lake()?).await?;
     match args.query {
         Some(q) => run_statements(&engine, &q, args.format).await?,
         None if std::io::stdin().is_terminal() => repl(&engine, args.format).await?,

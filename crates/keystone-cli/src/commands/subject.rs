@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings, args: ExportSubjectArgs) -> anyhow::Result
         .iter()
         .map(|s| Subject::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let engine = Engine::open(settings.lake()?).await?;
+    let engine = Engine::open(settings.existing_lake()?).await?;
     let doc = engine.export_subject(&subjects).await?;
     let text = serde_json::to_string_pretty(&doc)?;
     match &args.out {

@@ -11,7 +11,7 @@ use crate::config::Settings;
 pub struct TablesArgs {}
 
 pub async fn run(settings: &Settings, _args: TablesArgs) -> anyhow::Result<ExitCode> {
-    let lake = settings.lake()?;
+    let lake = settings.existing_lake()?;
     outln!("lake: {}", lake.root());
     for spec in TABLES {
         match lake.load(spec).await? {

@@ -87,6 +87,7 @@ fn gen_is_deterministic_for_a_seed() {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let (_dir, lake) = temp_lake();
+    std::fs::create_dir(&lake).expect("an empty lake");
     ok(&lake, &["tables"]);
     for _ in 0..3 {
         // The reading end is closed before keystone writes (it opens the

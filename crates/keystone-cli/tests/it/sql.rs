@@ -155,3 +155,37 @@ fn documented_tables_answer_before_their_first_row() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("run `keystone resolve` first"), "{e}");
 }
+
+/// A mistyped `--lake` is named, and no empty lake is left in its place;
+/// the commands that write a lake from nothing still create it.
+#[test]
+fn a_lake_that_is_not_there_is_named_and_not_created() {
+    let (_d, lake) = temp_lake();
+    for args in [
+        &["sql", "SELECT 1"][..],
+        &["tables"],
+        &["resolve"],
+        &["profile", "show", "user_id:u1"],
+        &["segment", "list"],
+    ] {
+        let out = keystone(&lake, args);
+        assert!(!out.status.success(), "{args:?}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.contains(lake.to_str().unwrap()) && e.contains("no such folder"),
+            "{args:?}: {e}"
+        );
+        assert!(!lake.exists(), "{args:?} created the lake");
+    }
+    ok(&lake, &["ingest", fixture("shop.ndjson").to_str().unwrap()]);
+    ok(&lake, &["tables"]);
+
+    let file = lake.parent().unwrap().join("notes.txt");
+    std::fs::write(&file, "x").unwrap();
+    let out = keystone(&file, &["ingest", fixture("shop.ndjson").to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("is a file, not a folder"),
+        "{e}"
+    );
+}
