@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use clap::Args;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::parser::DFParser;
 use keystone_engine::Engine;
 use keystone_engine::output::{OutputFormat, write_stream};
@@ -49,11 +50,50 @@ pub async fn run_statements(
     for statement in statements {
         let state = engine.context().state();
         let plan = state.statement_to_plan(statement).await?;
+        if let Some(refusal) = writes_tables(&plan) {
+            anyhow::bail!("{refusal}");
+        }
         let df = engine.context().execute_logical_plan(plan).await?;
         let stream = df.execute_stream().await?;
         write_stream(stream, format, &mut stdout).await?;
     }
     Ok(())
+}
+
+/// Why `plan` is refused: statements that would change or define tables.
+/// Keystone's tables change only through its commands, which keep them
+/// consistent with each other (an event deleted by SQL would stay in
+/// `identities` and `profiles`; `forget` erases it everywhere).
+fn writes_tables(plan: &LogicalPlan) -> Option<String> {
+    let what = match plan {
+        LogicalPlan::Dml(dml) => {
+            let op = match &dml.op {
+                WriteOp::Insert(_) => "INSERT INTO",
+                WriteOp::Delete => "DELETE FROM",
+                WriteOp::Update => "UPDATE",
+                WriteOp::Truncate => "TRUNCATE",
+                WriteOp::Ctas => "CREATE TABLE",
+                WriteOp::MergeInto(_) => "MERGE INTO",
+                other => other.name(),
+            };
+            format!("{op} {}", dml.table_name)
+        }
+        LogicalPlan::Ddl(ddl) => match ddl {
+            DdlStatement::DropTable(d) => format!("DROP TABLE {}", d.name),
+            DdlStatement::DropView(d) => format!("DROP VIEW {}", d.name),
+            DdlStatement::CreateMemoryTable(c) => format!("CREATE TABLE {}", c.name),
+            DdlStatement::CreateView(c) => format!("CREATE VIEW {}", c.name),
+            DdlStatement::CreateExternalTable(c) => format!("CREATE EXTERNAL TABLE {}", c.name),
+            other => other.name().to_string(),
+        },
+        _ => return None,
+    };
+    Some(format!(
+        "{what} is not allowed: Keystone's tables are read-only in SQL and change through its \
+         commands — `keystone ingest` (or the collector) adds events, `keystone forget` erases a \
+         person, `keystone resolve` rebuilds identities and profiles, `keystone segment \
+         create`/`drop` define segments"
+    ))
 }
 
 const LIST_TABLES: &str = "SELECT table_schema, table_name, table_type FROM information_schema.tables \

@@ -189,3 +189,31 @@ fn a_lake_that_is_not_there_is_named_and_not_created() {
         "{e}"
     );
 }
+
+/// Statements that would change or define tables are refused by name,
+/// pointing at the commands that do it; the tables are left as they were.
+#[test]
+fn statements_that_write_tables_are_refused_naming_the_statement() {
+    let (_d, lake) = shop_lake();
+    for (sql, named) in [
+        ("DROP TABLE events", "DROP TABLE events"),
+        ("drop view segments.vip", "DROP VIEW segments.vip"),
+        ("DELETE FROM events", "DELETE FROM events"),
+        ("UPDATE events SET email = NULL", "UPDATE events"),
+        (
+            "INSERT INTO events SELECT * FROM events",
+            "INSERT INTO events",
+        ),
+        ("CREATE TABLE t AS SELECT 1", "CREATE TABLE t"),
+    ] {
+        let out = keystone(&lake, &["sql", sql]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && e.contains(&format!("{named} is not allowed"))
+                && e.contains("keystone forget"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM events"), ["12"]);
+}
