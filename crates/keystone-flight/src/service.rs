@@ -35,6 +35,7 @@ use arrow_flight::{
 use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::config::Dialect;
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
@@ -418,6 +419,7 @@ impl KeystoneFlight {
                 None => self.plan(principal, sql).await?,
             };
             let plan = Self::bind(plan, params)?;
+            let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
             let schema = flight_schema(plan.schema().as_arrow());
             let state = ctx.state();
             let physical = state
@@ -428,9 +430,9 @@ impl KeystoneFlight {
                 .engine
                 .task_context(&state, Some(self.config.query_memory_limit_bytes))
                 .map_err(internal)?;
-            Ok::<_, Status>((schema, physical, task))
+            Ok::<_, Status>((schema, physical, task, explain))
         };
-        let (schema, physical, task) = tokio::time::timeout_at(deadline, start)
+        let (schema, physical, task, explain) = tokio::time::timeout_at(deadline, start)
             .await
             .map_err(|_| timed_out(timeout))??;
         // Executed on the query threads (operators spawn their tasks on the
@@ -451,7 +453,16 @@ impl KeystoneFlight {
                 }
             }
         });
-        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        // EXPLAIN names files relative to the lake, not where the server keeps it.
+        let hidden = explain.then(|| crate::sql::lake_prefixes(self.engine.lake().root()));
+        let stream =
+            futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |batch| {
+                match (&hidden, batch) {
+                    (Some(prefixes), Ok(batch)) => crate::sql::without_prefixes(batch, prefixes)
+                        .map_err(|s| DataFusionError::Execution(s.message().to_string())),
+                    (_, batch) => batch,
+                }
+            });
         let batches = limited(
             Box::pin(stream),
             schema.clone(),

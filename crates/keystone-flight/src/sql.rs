@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
@@ -153,6 +153,54 @@ pub fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, St
         .map_err(|e| Status::internal(format!("result does not match its announced schema: {e}")))
 }
 
+/// The spellings of the lake's location that `EXPLAIN` output may carry,
+/// longest first: the URL (`file:///srv/lake/`), its path (`/srv/lake/`) and
+/// the object-store path DataFusion prints for files (`srv/lake/`).
+pub fn lake_prefixes(root: &url::Url) -> Vec<String> {
+    let path = root.path().to_string();
+    let mut prefixes = vec![root.as_str().to_string(), path.clone()];
+    if let Some(relative) = path.strip_prefix('/')
+        && !relative.is_empty()
+    {
+        prefixes.push(relative.to_string());
+    }
+    prefixes
+}
+
+/// `batch` with every occurrence of `prefixes` removed from its text
+/// columns: `EXPLAIN` then names files relative to the lake
+/// (`events/event_date=…/part-….parquet`) and tells a client nothing about
+/// where the server keeps its data.
+pub fn without_prefixes(batch: RecordBatch, prefixes: &[String]) -> Result<RecordBatch, Status> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| -> Result<ArrayRef, Status> {
+            if !matches!(
+                column.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                return Ok(column.clone());
+            }
+            let text =
+                cast(column, &DataType::Utf8).map_err(|e| Status::internal(e.to_string()))?;
+            let stripped: StringArray = text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        prefixes
+                            .iter()
+                            .fold(v.to_string(), |v, prefix| v.replace(prefix.as_str(), ""))
+                    })
+                })
+                .collect();
+            cast(&stripped, column.data_type()).map_err(|e| Status::internal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| Status::internal(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +323,34 @@ mod tests {
             true,
         )]);
         assert_eq!(flight_schema(&schema).field(0).data_type(), &DataType::Utf8);
+    }
+
+    #[test]
+    fn lake_locations_are_cut_from_text_columns_only() {
+        let root = url::Url::parse("s3://bucket/data/lake/").unwrap();
+        let prefixes = lake_prefixes(&root);
+        assert_eq!(
+            prefixes,
+            ["s3://bucket/data/lake/", "/data/lake/", "data/lake/"]
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let plan: ArrayRef = Arc::new(arrow::array::StringViewArray::from(vec![
+            Some("files=[data/lake/events/a.parquet, s3://bucket/data/lake/profiles/b.parquet]"),
+            None,
+        ]));
+        let n: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1, 2]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![plan, n.clone()]).unwrap();
+        let out = without_prefixes(batch, &prefixes).unwrap();
+        assert_eq!(out.schema(), schema);
+        let plan = out.column(0).as_string_view();
+        assert_eq!(
+            plan.value(0),
+            "files=[events/a.parquet, profiles/b.parquet]"
+        );
+        assert!(arrow::array::Array::is_null(plan, 1));
+        assert_eq!(out.column(1), &n);
     }
 }

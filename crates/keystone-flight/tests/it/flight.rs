@@ -1012,3 +1012,27 @@ async fn one_keys_prepared_statements_do_not_evict_anothers() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     theirs[2].execute().await.expect("the newest is kept");
 }
+
+/// `EXPLAIN` names the files it would read relative to the lake: a client
+/// learns the table layout, not where the server keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_files_relative_to_the_lake() {
+    let server = Server::start(FlightConfig::default()).await;
+    let root = server.lake.root().path().to_string();
+    let inside = root.trim_start_matches('/').to_string();
+    let mut client = server.client(&server.keys.analyst).await;
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM events WHERE type = 'page'",
+        "EXPLAIN ANALYZE SELECT count(*) FROM events WHERE type = 'page'",
+    ] {
+        let info = client.execute(sql.to_string(), None).await.expect(sql);
+        let batches = fetch(&mut client, &info).await;
+        let text: String = strings(&batches, "plan")
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("events/event_date="), "{sql}: {text}");
+        assert!(!text.contains(&inside), "{sql} shows {inside}: {text}");
+    }
+}
