@@ -27,7 +27,7 @@
 //! (and says so). The same happens when the rules change or when files were
 //! removed from `events` (compaction, erasure).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,7 +40,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, col, lit};
 use futures::StreamExt;
 use keystone_core::schema::{
     EVENT_DATE, events_schema, identities_schema, identity_audit_schema, profile_merges_schema,
@@ -225,6 +225,7 @@ pub async fn resolve(
         .get_file_uris()
         .map_err(|e| keystone_lake::Error::delta(EVENTS.name, e))?
         .collect();
+    let lean = files_without_external_ids(&events_table)?;
     let watermark = lake
         .transaction_versions(&IDENTITIES, &[RESOLVE_APP_ID.to_string()])
         .await?
@@ -364,6 +365,7 @@ pub async fn resolve(
         let late = read_events(
             &ctx,
             &new_files,
+            &lean,
             &mut graph,
             &mut events,
             &mut audit,
@@ -384,6 +386,7 @@ pub async fn resolve(
             read_events(
                 &ctx,
                 &new_files,
+                &lean,
                 &mut graph,
                 &mut events,
                 &mut audit,
@@ -843,9 +846,83 @@ async fn build_profiles_from(
 /// others. With `check_late`, returns how many events are older than the
 /// graph's high-water mark and carry an identifier of an earlier run (and
 /// stops reading at the first).
+///
+/// `context` is read only from the files of `files` not in `lean` (files
+/// tagged as holding no `externalIds`, see [`files_without_external_ids`])
+/// unless a configured property path reads it; `properties` and `traits`
+/// only when a configured property path reads them. Elsewhere they are
+/// NULL, which is what extraction would have made of them.
+#[allow(clippy::too_many_arguments)]
 async fn read_events(
     ctx: &SessionContext,
     files: &[String],
+    lean: &HashSet<String>,
+    graph: &mut IdentityGraph,
+    events: &mut Events,
+    audit: &mut Vec<AuditRow>,
+    check_late: bool,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<u64> {
+    let rules = graph.rules().clone();
+    let read_by_paths = |object: &str| {
+        rules
+            .property_ids
+            .values()
+            .any(|path| path.split('.').next() == Some(object))
+    };
+    let always_context = read_by_paths("context");
+    let (whole, without_context): (Vec<String>, Vec<String>) = files
+        .iter()
+        .cloned()
+        .partition(|f| always_context || !lean.contains(f));
+    let mut late = 0;
+    for (group, context) in [(whole, true), (without_context, false)] {
+        let read = |object: &str| match object {
+            "context" => context,
+            other => read_by_paths(other),
+        };
+        late += read_files(
+            ctx, &group, &read, graph, events, audit, check_late, progress,
+        )
+        .await?;
+        if late > 0 {
+            break;
+        }
+    }
+    Ok(late)
+}
+
+/// The URIs of the files of `table` (at its loaded version) whose writer
+/// tagged them as holding no event with `externalIds` in its `context`.
+fn files_without_external_ids(
+    table: &keystone_lake::deltalake::DeltaTable,
+) -> Result<HashSet<String>> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| keystone_lake::Error::delta(EVENTS.name, e))?;
+    let store = table.log_store();
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .filter(|file| {
+            // The only way delta-rs 1.1 exposes a file's tags.
+            #[allow(deprecated)]
+            let add = file.add_action();
+            add.tags
+                .as_ref()
+                .is_some_and(|t| t.contains_key(keystone_lake::NO_EXTERNAL_IDS_TAG))
+        })
+        .map(|file| store.to_uri(&file.object_store_path()))
+        .collect())
+}
+
+/// [`read_events`] of `files`, reading the identity columns `read` says
+/// (the others NULL).
+#[allow(clippy::too_many_arguments)]
+async fn read_files(
+    ctx: &SessionContext,
+    files: &[String],
+    read: &dyn Fn(&str) -> bool,
     graph: &mut IdentityGraph,
     events: &mut Events,
     audit: &mut Vec<AuditRow>,
@@ -873,9 +950,16 @@ async fn read_events(
         .with_listing_options(options)
         .with_schema(file_schema);
     let table = ListingTable::try_new(config)?;
-    let mut columns = vec!["timestamp", "message_id"];
-    columns.extend_from_slice(IDENTITY_KEY_ARGS);
-    let df = ctx.read_table(Arc::new(table))?.select_columns(&columns)?;
+    let mut columns = vec![col("timestamp"), col("message_id")];
+    for name in IDENTITY_KEY_ARGS {
+        columns.push(match *name {
+            "context" | "properties" | "traits" if !read(name) => {
+                lit(datafusion::scalar::ScalarValue::Utf8(None)).alias(*name)
+            }
+            _ => col(*name),
+        });
+    }
+    let df = ctx.read_table(Arc::new(table))?.select(columns)?;
     let mut stream = df.execute_stream().await?;
     let rules = graph.rules().clone();
     let mut late = 0u64;

@@ -200,6 +200,64 @@ pub struct AppendMetrics {
     pub suppressed: u64,
 }
 
+/// The file tag an `events` file carries when none of its events has
+/// `externalIds` in its `context`: identity resolution then need not read
+/// (and decompress) that file's `context` column, the largest of `events`.
+/// Files without the tag — written before it existed, or rewritten by a
+/// compaction or an erasure — are read whole.
+pub const NO_EXTERNAL_IDS_TAG: &str = "keystone.noExternalIds";
+
+/// The text whose presence in `context` may carry identifiers.
+const EXTERNAL_IDS: &str = "externalIds";
+
+/// Which `event_date` partitions of an `events` append hold an event whose
+/// `context` mentions `externalIds` (checked as text, so a mention anywhere
+/// counts: the tag is only ever left off for nothing).
+#[derive(Debug, Default)]
+struct ExternalIdsSeen {
+    dates: std::collections::BTreeSet<Option<i32>>,
+}
+
+impl ExternalIdsSeen {
+    fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{DataType, Date32Type};
+        let schema = batch.schema();
+        let (Ok(c), Ok(d)) = (schema.index_of("context"), schema.index_of("event_date")) else {
+            return Ok(());
+        };
+        let context = arrow::compute::cast(batch.column(c), &DataType::Utf8)
+            .map_err(|e| Error::Arrow(e.to_string()))?;
+        let context = context.as_string::<i32>();
+        let dates = batch.column(d).as_primitive_opt::<Date32Type>();
+        for row in 0..batch.num_rows() {
+            if context.is_valid(row) && context.value(row).contains(EXTERNAL_IDS) {
+                let date = dates.and_then(|a| a.is_valid(row).then(|| a.value(row)));
+                self.dates.insert(date);
+            }
+        }
+        Ok(())
+    }
+
+    /// May the file of partition values `values` hold such an event?
+    fn may_hold(&self, values: &HashMap<String, Option<String>>) -> bool {
+        let Some(date) = values.get("event_date") else {
+            return true;
+        };
+        let day = match date {
+            None => None,
+            Some(text) => match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                Ok(d) => Some(
+                    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()
+                        as i32,
+                ),
+                Err(_) => return true,
+            },
+        };
+        self.dates.contains(&day)
+    }
+}
+
 /// An append in progress; see the module docs.
 pub struct Append {
     table_name: &'static str,
@@ -209,6 +267,7 @@ pub struct Append {
     rows: u64,
     suppressions: Option<Suppressions>,
     suppressed: u64,
+    external_ids: Option<ExternalIdsSeen>,
 }
 
 impl Lake {
@@ -234,6 +293,7 @@ impl Lake {
             rows: 0,
             suppressions,
             suppressed: 0,
+            external_ids: (spec.name == crate::EVENTS.name).then(ExternalIdsSeen::default),
         })
     }
 
@@ -261,6 +321,9 @@ impl Append {
             return Ok(());
         }
         self.rows += batch.num_rows() as u64;
+        if let Some(seen) = &mut self.external_ids {
+            seen.observe(&batch)?;
+        }
         self.writer
             .write(batch)
             .await
@@ -320,7 +383,16 @@ impl Append {
             .await
             .map_err(|e| Error::delta(self.table_name, e))?
             .into_iter()
-            .map(Action::Add)
+            .map(|mut add| {
+                if let Some(seen) = &self.external_ids
+                    && !seen.may_hold(&add.partition_values)
+                {
+                    add.tags
+                        .get_or_insert_with(HashMap::new)
+                        .insert(NO_EXTERNAL_IDS_TAG.to_string(), Some("true".to_string()));
+                }
+                Action::Add(add)
+            })
             .collect();
         // A blind append reads nothing, but delta-rs counts it as having read
         // the whole table: a concurrent delete (forget, retention) makes the

@@ -29,7 +29,7 @@ mod rewrite;
 mod segments;
 mod tables;
 
-pub use append::{Append, AppendMetrics};
+pub use append::{Append, AppendMetrics, NO_EXTERNAL_IDS_TAG};
 pub use error::{Error, Result};
 pub use keys::{GRANTS, KEY_PREFIX, KeyRecord, KeyRing, Role};
 pub use lake::{Lake, refresh_table, storage_options_from_env};

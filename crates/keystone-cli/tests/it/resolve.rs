@@ -522,3 +522,101 @@ fn profiles_are_rebuilt_from_every_event_on_schedule_after_a_trait_change_or_an_
         vec!["0"]
     );
 }
+
+/// `context.externalIds` and configured `context.` paths link people
+/// whether or not their file's `context` can be skipped: ingest tags the
+/// files of days without `externalIds` (resolve then reads no `context`
+/// there), and only those.
+#[test]
+fn external_ids_link_people_and_only_files_without_them_are_tagged() {
+    let (dir, lake) = temp_lake();
+    let events = dir.path().join("events.ndjson");
+    let line = |id: &str, cookie: &str, day: &str, context: &str| {
+        format!(
+            r#"{{"type":"track","event":"Visit","messageId":"{id}","anonymousId":"{cookie}","timestamp":"2026-11-{day}T10:00:00Z","context":{context}}}"#
+        )
+    };
+    let lines = [
+        // Day 1: two cookies carrying one loyalty card (externalIds).
+        line(
+            "m1",
+            "a1",
+            "01",
+            r#"{"externalIds":[{"id":"L42","type":"Loyalty","collection":"users"}]}"#,
+        ),
+        line(
+            "m2",
+            "a2",
+            "01",
+            r#"{"externalIds":[{"id":"L42","type":"loyalty","collection":"users"}]}"#,
+        ),
+        // Day 2: no externalIds; a store card in a configured context path.
+        line("m3", "a3", "02", r#"{"store":{"card":"C7"}}"#),
+        line(
+            "m4",
+            "a4",
+            "02",
+            r#"{"store":{"card":"C7"},"ip":"10.0.0.1"}"#,
+        ),
+        line("m5", "a5", "02", r#"{"ip":"10.0.0.2"}"#),
+    ];
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    ok(&lake, &["ingest", events.to_str().unwrap()]);
+
+    // The add actions of the log: the tag on day 2's file only.
+    let mut tagged = BTreeMap::new();
+    for entry in std::fs::read_dir(lake.join("events/_delta_log")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for l in std::fs::read_to_string(&path).unwrap().lines() {
+                let action: Value = serde_json::from_str(l).unwrap();
+                if let Some(add) = action.get("add") {
+                    let day = add["partitionValues"]["event_date"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    tagged.insert(day, add["tags"]["keystone.noExternalIds"].clone());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        tagged,
+        BTreeMap::from([
+            ("2026-11-01".to_string(), Value::Null),
+            ("2026-11-02".to_string(), Value::String("true".into())),
+        ])
+    );
+
+    let together = |lake: &Path, cookies: &str| {
+        query(
+            lake,
+            &format!(
+                "SELECT count(DISTINCT profile_id) FROM identities \
+                 WHERE identifier_type = 'anonymous_id' AND identifier IN ({cookies})"
+            ),
+        )
+    };
+    ok(&lake, &["resolve"]);
+    assert_eq!(
+        query(
+            &lake,
+            "SELECT identifier FROM identities WHERE identifier_type = 'loyalty'"
+        ),
+        ["L42"]
+    );
+    assert_eq!(together(&lake, "'a1', 'a2'"), ["1"]);
+    assert_eq!(together(&lake, "'a3', 'a4'"), ["2"]);
+
+    // A configured context path reads `context` of every file, tagged or not.
+    let config = dir.path().join("keystone.toml");
+    std::fs::write(
+        &config,
+        "[identity]\nproperty_ids = { store_card = \"context.store.card\" }\n",
+    )
+    .unwrap();
+    ok(&lake, &["--config", config.to_str().unwrap(), "resolve"]);
+    assert_eq!(together(&lake, "'a1', 'a2'"), ["1"]);
+    assert_eq!(together(&lake, "'a3', 'a4'"), ["1"]);
+    assert_eq!(together(&lake, "'a3', 'a5'"), ["2"]);
+}
