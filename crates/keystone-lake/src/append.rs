@@ -482,6 +482,47 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn days_with_external_ids_are_known_and_the_others_may_be_tagged() {
+        use arrow::array::Date32Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("context", DataType::Utf8, true),
+            Field::new("event_date", DataType::Date32, true),
+        ]));
+        // 20393 = 2025-11-01, 20394 = 2025-11-02, 20395 = 2025-11-03.
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some(r#"{"externalIds":[{"id":"1","type":"crm"}]}"#),
+                    Some(r#"{"ip":"10.0.0.1"}"#),
+                    None,
+                    Some(r#"{"note":"externalIds"}"#),
+                ])),
+                Arc::new(Date32Array::from(vec![
+                    Some(20393),
+                    Some(20394),
+                    Some(20395),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let mut seen = ExternalIdsSeen::default();
+        seen.observe(&batch).unwrap();
+        let on = |date: Option<&str>| {
+            HashMap::from([("event_date".to_string(), date.map(str::to_string))])
+        };
+        assert!(seen.may_hold(&on(Some("2025-11-01"))));
+        assert!(!seen.may_hold(&on(Some("2025-11-02"))));
+        assert!(!seen.may_hold(&on(Some("2025-11-03"))));
+        // A mention anywhere counts; so does an unreadable partition value.
+        assert!(seen.may_hold(&on(None)));
+        assert!(seen.may_hold(&on(Some("yesterday"))));
+        assert!(seen.may_hold(&HashMap::new()));
+    }
+
     /// Unique columns are written PLAIN (no dictionary page), the
     /// incompressible ones uncompressed; other columns keep a dictionary and
     /// Snappy.
