@@ -9,7 +9,7 @@
 //!                                   ├─ policy    read-only SQL; tables by role
 //!                                   ├─ Engine::served_context(masked?) ─▶ DataFusion plan
 //!                                   │     └─ Engine::task_context(memory limit)
-//!                                   │           ─▶ batches on the query threads (deadline)
+//!                                   │           ─▶ batches on the query's own threads (deadline)
 //!                                   │           ─▶ FlightData (streamed)
 //!                                   └─ ingest    DoPut(CommandStatementIngest) ─▶ keystone ingest
 //! ```
