@@ -1294,7 +1294,11 @@ mod tests {
             .expect("threads");
         assert_eq!(idle(&threads), 0, "reused");
         drop(query);
-        assert_eq!(idle(&threads), 0, "a cancelled query's threads are not kept");
+        assert_eq!(
+            idle(&threads),
+            0,
+            "a cancelled query's threads are not kept"
+        );
         tokio::time::timeout(Duration::from_secs(10), tx.closed())
             .await
             .expect("the cancelled query was dropped");
