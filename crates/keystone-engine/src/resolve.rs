@@ -136,6 +136,9 @@ pub struct ResolveReport {
     /// The `events` version now resolved.
     pub events_version: i64,
     pub files_read: usize,
+    /// Of those, files whose `context` was not read (tagged as holding no
+    /// `externalIds`, and no configured path reads `context`).
+    pub files_read_without_context: usize,
     pub events_read: u64,
     pub identifiers: u64,
     pub profiles: u64,
@@ -236,6 +239,7 @@ pub async fn resolve(
         mode: Mode::UpToDate,
         events_version,
         files_read: 0,
+        files_read_without_context: 0,
         events_read: 0,
         identifiers: 0,
         profiles: 0,
@@ -396,6 +400,11 @@ pub async fn resolve(
             .await?;
         }
         report.files_read = new_files.len();
+        report.files_read_without_context = if paths_read(&opts.rules, "context") {
+            0
+        } else {
+            new_files.iter().filter(|f| lean.contains(*f)).count()
+        };
         report.events_read = events.len() as u64;
         report.read_secs = t.elapsed().as_secs_f64();
         report.mode = match &full_reason {
@@ -864,12 +873,7 @@ async fn read_events(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<u64> {
     let rules = graph.rules().clone();
-    let read_by_paths = |object: &str| {
-        rules
-            .property_ids
-            .values()
-            .any(|path| path.split('.').next() == Some(object))
-    };
+    let read_by_paths = |object: &str| paths_read(&rules, object);
     let always_context = read_by_paths("context");
     let (whole, without_context): (Vec<String>, Vec<String>) = files
         .iter()
@@ -890,6 +894,15 @@ async fn read_events(
         }
     }
     Ok(late)
+}
+
+/// Does a configured property path read the event's `object` (`context`,
+/// `properties` or `traits`)?
+fn paths_read(rules: &Rules, object: &str) -> bool {
+    rules
+        .property_ids
+        .values()
+        .any(|path| path.split('.').next() == Some(object))
 }
 
 /// The URIs of the files of `table` (at its loaded version) whose writer

@@ -126,6 +126,7 @@ fn report_json(r: &ResolveReport) -> serde_json::Value {
         "reason": reason,
         "events_version": r.events_version,
         "files_read": r.files_read,
+        "files_read_without_context": r.files_read_without_context,
         "events_read": r.events_read,
         "identifiers": r.identifiers,
         "profiles": r.profiles,

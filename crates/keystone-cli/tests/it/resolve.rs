@@ -597,7 +597,12 @@ fn external_ids_link_people_and_only_files_without_them_are_tagged() {
             ),
         )
     };
-    ok(&lake, &["resolve"]);
+    let report = resolve_json(&lake);
+    assert_eq!(
+        (&report["files_read"], &report["files_read_without_context"]),
+        (&Value::from(2), &Value::from(1)),
+        "{report}"
+    );
     assert_eq!(
         query(
             &lake,
@@ -615,7 +620,15 @@ fn external_ids_link_people_and_only_files_without_them_are_tagged() {
         "[identity]\nproperty_ids = { store_card = \"context.store.card\" }\n",
     )
     .unwrap();
-    ok(&lake, &["--config", config.to_str().unwrap(), "resolve"]);
+    let report: Value = serde_json::from_str(
+        ok(
+            &lake,
+            &["--config", config.to_str().unwrap(), "resolve", "--json"],
+        )
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(report["files_read_without_context"], 0, "{report}");
     assert_eq!(together(&lake, "'a1', 'a2'"), ["1"]);
     assert_eq!(together(&lake, "'a3', 'a4'"), ["1"]);
     assert_eq!(together(&lake, "'a3', 'a5'"), ["2"]);
