@@ -366,17 +366,14 @@ pub async fn resolve(
     {
         let t = Instant::now();
         progress(Progress::Phase("reading events"));
-        let late = read_events(
-            &ctx,
-            &new_files,
-            &lean,
-            &mut graph,
-            &mut events,
-            &mut audit,
-            full_reason.is_none(),
-            progress,
-        )
-        .await?;
+        let mut into = ReadInto {
+            graph: &mut graph,
+            events: &mut events,
+            audit: &mut audit,
+            check_late: full_reason.is_none(),
+            progress: &mut *progress,
+        };
+        let late = read_events(&ctx, &new_files, &lean, &mut into).await?;
         if late > 0 {
             full_reason = Some(format!(
                 "{late} new events are older than events already resolved and carry known identifiers"
@@ -387,17 +384,14 @@ pub async fn resolve(
             audit.clear();
             new_files = files.clone();
             progress(Progress::Phase("reading all events (rebuild)"));
-            read_events(
-                &ctx,
-                &new_files,
-                &lean,
-                &mut graph,
-                &mut events,
-                &mut audit,
-                false,
-                progress,
-            )
-            .await?;
+            let mut into = ReadInto {
+                graph: &mut graph,
+                events: &mut events,
+                audit: &mut audit,
+                check_late: false,
+                progress: &mut *progress,
+            };
+            read_events(&ctx, &new_files, &lean, &mut into).await?;
         }
         report.files_read = new_files.len();
         report.files_read_without_context = if paths_read(&opts.rules, "context") {
@@ -861,18 +855,13 @@ async fn build_profiles_from(
 /// unless a configured property path reads it; `properties` and `traits`
 /// only when a configured property path reads them. Elsewhere they are
 /// NULL, which is what extraction would have made of them.
-#[allow(clippy::too_many_arguments)]
 async fn read_events(
     ctx: &SessionContext,
     files: &[String],
     lean: &HashSet<String>,
-    graph: &mut IdentityGraph,
-    events: &mut Events,
-    audit: &mut Vec<AuditRow>,
-    check_late: bool,
-    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    into: &mut ReadInto<'_>,
 ) -> Result<u64> {
-    let rules = graph.rules().clone();
+    let rules = into.graph.rules().clone();
     let read_by_paths = |object: &str| paths_read(&rules, object);
     let always_context = read_by_paths("context");
     let (whole, without_context): (Vec<String>, Vec<String>) = files
@@ -885,10 +874,7 @@ async fn read_events(
             "context" => context,
             other => read_by_paths(other),
         };
-        late += read_files(
-            ctx, &group, &read, graph, events, audit, check_late, progress,
-        )
-        .await?;
+        late += read_files(ctx, &group, &read, into).await?;
         if late > 0 {
             break;
         }
@@ -929,19 +915,32 @@ fn files_without_external_ids(
         .collect())
 }
 
+/// Where [`read_events`] puts what it reads.
+struct ReadInto<'a> {
+    graph: &'a mut IdentityGraph,
+    events: &'a mut Events,
+    audit: &'a mut Vec<AuditRow>,
+    /// Count (and stop at) events that rewrite what earlier runs decided.
+    check_late: bool,
+    progress: &'a mut (dyn FnMut(Progress<'_>) + Send),
+}
+
 /// [`read_events`] of `files`, reading the identity columns `read` says
 /// (the others NULL).
-#[allow(clippy::too_many_arguments)]
 async fn read_files(
     ctx: &SessionContext,
     files: &[String],
     read: &dyn Fn(&str) -> bool,
-    graph: &mut IdentityGraph,
-    events: &mut Events,
-    audit: &mut Vec<AuditRow>,
-    check_late: bool,
-    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    into: &mut ReadInto<'_>,
 ) -> Result<u64> {
+    let ReadInto {
+        graph,
+        events,
+        audit,
+        check_late,
+        progress,
+    } = into;
+    let check_late = *check_late;
     if files.is_empty() {
         return Ok(0);
     }
