@@ -156,15 +156,16 @@ pub fn conform(schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, St
 /// The spellings of the lake's location that `EXPLAIN` output may carry,
 /// longest first: the URL (`file:///srv/lake/`), its path (`/srv/lake/`) and
 /// the object-store path DataFusion prints for files (`srv/lake/`).
+///
+/// A lake at the root of a bucket (`s3://bucket/`) has the path `/`: only
+/// its URL is cut then, never every `/` of the plan.
 pub fn lake_prefixes(root: &url::Url) -> Vec<String> {
     let path = root.path().to_string();
-    let mut prefixes = vec![root.as_str().to_string(), path.clone()];
-    if let Some(relative) = path.strip_prefix('/')
-        && !relative.is_empty()
-    {
-        prefixes.push(relative.to_string());
-    }
-    prefixes
+    let relative = path.trim_start_matches('/').to_string();
+    [root.as_str().to_string(), path, relative]
+        .into_iter()
+        .filter(|p| !p.trim_matches('/').is_empty())
+        .collect()
 }
 
 /// `batch` with every occurrence of `prefixes` removed from its text
@@ -344,6 +345,13 @@ mod tests {
         let n: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1, 2]));
         let batch = RecordBatch::try_new(schema.clone(), vec![plan, n.clone()]).unwrap();
         let out = without_prefixes(batch, &prefixes).unwrap();
+        let bucket_root = url::Url::parse("s3://bucket/").unwrap();
+        assert_eq!(lake_prefixes(&bucket_root), ["s3://bucket/"]);
+        let local = url::Url::parse("file:///srv/lake/").unwrap();
+        assert_eq!(
+            lake_prefixes(&local),
+            ["file:///srv/lake/", "/srv/lake/", "srv/lake/"]
+        );
         assert_eq!(out.schema(), schema);
         let plan = out.column(0).as_string_view();
         assert_eq!(
