@@ -167,7 +167,8 @@ pub struct IdentityGraph {
     rules: Rules,
     hasher: DefaultHashBuilder,
     kinds: Vec<Kind>,
-    table: HashTable<u32>,
+    /// (index in `idents`, its [`hash_key`]).
+    table: HashTable<(u32, u32)>,
     idents: Vec<Ident>,
     parent: Vec<u32>,
     profiles: Vec<Profile>,
@@ -175,11 +176,23 @@ pub struct IdentityGraph {
     high_water: i64,
 }
 
-fn hash_key(hasher: &DefaultHashBuilder, kind: u16, value: &str) -> u64 {
+/// An identifier's hash, 32 bits of it: the table's entries keep it beside
+/// the identifier's index, so a probe reads an identifier (a cache miss,
+/// then another for its text) only when the 32 bits match, and growing the
+/// table reads none.
+fn hash_key(hasher: &DefaultHashBuilder, kind: u16, value: &str) -> u32 {
     let mut h = hasher.build_hasher();
     kind.hash(&mut h);
     value.hash(&mut h);
-    h.finish()
+    let h = h.finish();
+    (h ^ (h >> 32)) as u32
+}
+
+/// The table's 64-bit hash of a 32-bit [`hash_key`]: the 32 bits in both
+/// halves, so the control byte (top bits) and the bucket (low bits) both
+/// come from them.
+fn wide(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
 }
 
 impl IdentityGraph {
@@ -227,9 +240,11 @@ impl IdentityGraph {
     pub fn intern(&mut self, kind: u16, value: &str) -> u32 {
         let hash = hash_key(&self.hasher, kind, value);
         let idents = &self.idents;
-        if let Some(&i) = self.table.find(hash, |&i| {
-            let id = &idents[i as usize];
-            id.kind == kind && &*id.value == value
+        if let Some(&(i, _)) = self.table.find(wide(hash), |&(i, h)| {
+            h == hash && {
+                let id = &idents[i as usize];
+                id.kind == kind && &*id.value == value
+            }
         }) {
             return i;
         }
@@ -243,11 +258,8 @@ impl IdentityGraph {
             linked_by: "".into(),
             restored: false,
         });
-        let (idents, hasher) = (&self.idents, &self.hasher);
-        self.table.insert_unique(hash, i, |&j| {
-            let id = &idents[j as usize];
-            hash_key(hasher, id.kind, &id.value)
-        });
+        self.table
+            .insert_unique(wide(hash), (i, hash), |&(_, h)| wide(h));
         i
     }
 
@@ -255,11 +267,13 @@ impl IdentityGraph {
         let kind = self.kinds.iter().position(|k| k.name == kind)? as u16;
         let hash = hash_key(&self.hasher, kind, value);
         self.table
-            .find(hash, |&i| {
-                let id = &self.idents[i as usize];
-                id.kind == kind && &*id.value == value
+            .find(wide(hash), |&(i, h)| {
+                h == hash && {
+                    let id = &self.idents[i as usize];
+                    id.kind == kind && &*id.value == value
+                }
             })
-            .copied()
+            .map(|&(i, _)| i)
     }
 
     /// True when the identifier was carried by an event of a previous run.
@@ -830,23 +844,19 @@ impl IdentityGraph {
         }
         saved.extend(rest);
         hashes.extend(rest_hashes);
-        let (table, hasher) = (&mut g.table, &g.hasher);
-        table.reserve(idents, |&j| {
-            let id = &saved[j as usize];
-            hash_key(hasher, id.kind, &id.value)
-        });
+        let table = &mut g.table;
+        table.reserve(idents, |&(_, h)| wide(h));
         for (i, (id, &hash)) in saved.iter().zip(&hashes).enumerate() {
-            let same = |&j: &u32| {
-                let other = &saved[j as usize];
-                other.kind == id.kind && other.value == id.value
+            let same = |&(j, h): &(u32, u32)| {
+                h == hash && {
+                    let other = &saved[j as usize];
+                    other.kind == id.kind && other.value == id.value
+                }
             };
-            if table.find(hash, same).is_some() {
+            if table.find(wide(hash), same).is_some() {
                 return Err(format!("identifier {:?} is saved twice", id.value));
             }
-            table.insert_unique(hash, i as u32, |&j| {
-                let id = &saved[j as usize];
-                hash_key(hasher, id.kind, &id.value)
-            });
+            table.insert_unique(wide(hash), (i as u32, hash), |&(_, h)| wide(h));
             if id.slot != NO_PROFILE {
                 g.high_water = g.high_water.max(id.last_seen);
                 let p = &mut g.profiles[id.slot as usize];
