@@ -228,7 +228,6 @@ pub async fn resolve(
         .get_file_uris()
         .map_err(|e| keystone_lake::Error::delta(EVENTS.name, e))?
         .collect();
-    let lean = files_without_external_ids(&events_table)?;
     let watermark = lake
         .transaction_versions(&IDENTITIES, &[RESOLVE_APP_ID.to_string()])
         .await?
@@ -373,7 +372,8 @@ pub async fn resolve(
             check_late: full_reason.is_none(),
             progress: &mut *progress,
         };
-        let late = read_events(&ctx, &new_files, &lean, &mut into).await?;
+        let (late, mut without_context) =
+            read_events(&ctx, &events_table, &new_files, &mut into).await?;
         if late > 0 {
             full_reason = Some(format!(
                 "{late} new events are older than events already resolved and carry known identifiers"
@@ -391,14 +391,10 @@ pub async fn resolve(
                 check_late: false,
                 progress: &mut *progress,
             };
-            read_events(&ctx, &new_files, &lean, &mut into).await?;
+            (_, without_context) = read_events(&ctx, &events_table, &new_files, &mut into).await?;
         }
         report.files_read = new_files.len();
-        report.files_read_without_context = if paths_read(&opts.rules, "context") {
-            0
-        } else {
-            new_files.iter().filter(|f| lean.contains(*f)).count()
-        };
+        report.files_read_without_context = without_context;
         report.events_read = events.len() as u64;
         report.read_secs = t.elapsed().as_secs_f64();
         report.mode = match &full_reason {
@@ -850,24 +846,27 @@ async fn build_profiles_from(
 /// graph's high-water mark and carry an identifier of an earlier run (and
 /// stops reading at the first).
 ///
-/// `context` is read only from the files of `files` not in `lean` (files
-/// tagged as holding no `externalIds`, see [`files_without_external_ids`])
-/// unless a configured property path reads it; `properties` and `traits`
-/// only when a configured property path reads them. Elsewhere they are
-/// NULL, which is what extraction would have made of them.
+/// `context` is read only from the files of `files` that `table` tags as
+/// holding no `externalIds` (see [`files_without_external_ids`]) unless a
+/// configured property path reads it; `properties` and `traits` only when a
+/// configured property path reads them. Elsewhere they are NULL, which is
+/// what extraction would have made of them. Also returns how many files
+/// were read without `context`.
 async fn read_events(
     ctx: &SessionContext,
+    table: &keystone_lake::deltalake::DeltaTable,
     files: &[String],
-    lean: &HashSet<String>,
     into: &mut ReadInto<'_>,
-) -> Result<u64> {
+) -> Result<(u64, usize)> {
     let rules = into.graph.rules().clone();
     let read_by_paths = |object: &str| paths_read(&rules, object);
-    let always_context = read_by_paths("context");
-    let (whole, without_context): (Vec<String>, Vec<String>) = files
-        .iter()
-        .cloned()
-        .partition(|f| always_context || !lean.contains(f));
+    let (whole, without_context): (Vec<String>, Vec<String>) = if read_by_paths("context") {
+        (files.to_vec(), Vec::new())
+    } else {
+        let lean = files_without_external_ids(table, files)?;
+        files.iter().cloned().partition(|f| !lean.contains(f))
+    };
+    let skipped = without_context.len();
     let mut late = 0;
     for (group, context) in [(whole, true), (without_context, false)] {
         let read = |object: &str| match object {
@@ -879,7 +878,7 @@ async fn read_events(
             break;
         }
     }
-    Ok(late)
+    Ok((late, skipped))
 }
 
 /// Does a configured property path read the event's `object` (`context`,
@@ -891,11 +890,14 @@ fn paths_read(rules: &Rules, object: &str) -> bool {
         .any(|path| path.split('.').next() == Some(object))
 }
 
-/// The URIs of the files of `table` (at its loaded version) whose writer
-/// tagged them as holding no event with `externalIds` in its `context`.
+/// Those of `files` (URIs of `table`'s files at its loaded version) whose
+/// writer tagged them as holding no event with `externalIds` in its
+/// `context`. Only the files asked about have their log entry rebuilt.
 fn files_without_external_ids(
     table: &keystone_lake::deltalake::DeltaTable,
+    files: &[String],
 ) -> Result<HashSet<String>> {
+    let wanted: HashSet<&str> = files.iter().map(String::as_str).collect();
     let snapshot = table
         .snapshot()
         .map_err(|e| keystone_lake::Error::delta(EVENTS.name, e))?;
@@ -903,15 +905,19 @@ fn files_without_external_ids(
     Ok(snapshot
         .log_data()
         .iter()
-        .filter(|file| {
+        .filter_map(|file| {
+            let uri = store.to_uri(&file.object_store_path());
+            if !wanted.contains(uri.as_str()) {
+                return None;
+            }
             // The only way delta-rs 1.1 exposes a file's tags.
             #[allow(deprecated)]
             let add = file.add_action();
             add.tags
                 .as_ref()
                 .is_some_and(|t| t.contains_key(keystone_lake::NO_EXTERNAL_IDS_TAG))
+                .then_some(uri)
         })
-        .map(|file| store.to_uri(&file.object_store_path()))
         .collect())
 }
 

@@ -29,6 +29,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
+use keystone_core::schema::EVENT_DATE;
+
 use crate::privacy::Suppressions;
 use crate::{Error, Lake, Result, TableSpec};
 
@@ -215,7 +217,7 @@ const EXTERNAL_IDS: &str = "externalIds";
 /// counts: the tag is only ever left off for nothing).
 #[derive(Debug, Default)]
 struct ExternalIdsSeen {
-    dates: std::collections::BTreeSet<Option<i32>>,
+    dates: std::collections::BTreeSet<Option<chrono::NaiveDate>>,
 }
 
 impl ExternalIdsSeen {
@@ -223,7 +225,7 @@ impl ExternalIdsSeen {
         use arrow::array::{Array, AsArray};
         use arrow::datatypes::{DataType, Date32Type};
         let schema = batch.schema();
-        let (Ok(c), Ok(d)) = (schema.index_of("context"), schema.index_of("event_date")) else {
+        let (Ok(c), Ok(d)) = (schema.index_of("context"), schema.index_of(EVENT_DATE)) else {
             return Ok(());
         };
         let context = arrow::compute::cast(batch.column(c), &DataType::Utf8)
@@ -232,7 +234,9 @@ impl ExternalIdsSeen {
         let dates = batch.column(d).as_primitive_opt::<Date32Type>();
         for row in 0..batch.num_rows() {
             if context.is_valid(row) && context.value(row).contains(EXTERNAL_IDS) {
-                let date = dates.and_then(|a| a.is_valid(row).then(|| a.value(row)));
+                let date = dates
+                    .and_then(|a| a.is_valid(row).then(|| a.value(row)))
+                    .and_then(Date32Type::to_naive_date_opt);
                 self.dates.insert(date);
             }
         }
@@ -241,16 +245,13 @@ impl ExternalIdsSeen {
 
     /// May the file of partition values `values` hold such an event?
     fn may_hold(&self, values: &HashMap<String, Option<String>>) -> bool {
-        let Some(date) = values.get("event_date") else {
+        let Some(date) = values.get(EVENT_DATE) else {
             return true;
         };
         let day = match date {
             None => None,
             Some(text) => match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-                Ok(d) => Some(
-                    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()
-                        as i32,
-                ),
+                Ok(day) => Some(day),
                 Err(_) => return true,
             },
         };
